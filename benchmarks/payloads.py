@@ -1,0 +1,232 @@
+"""Deterministic input texts and pre-encoded request bodies.
+
+The ceiling and the service get the same texts (same seed, same generator),
+and bodies are encoded once up front so the generator spends no CPU on JSON
+while it shares the cores with the server.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+EMBEDDINGS_PATH = "/v1/embeddings"
+COMPLETIONS_PATH = "/v1/completions"
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+
+# A plain vocabulary: sentences of common English words tokenize to roughly
+# one token per word, like typical short embedding inputs.
+_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "his",
+    "it",
+    "an",
+    "were",
+    "are",
+    "which",
+    "this",
+    "be",
+    "or",
+    "has",
+    "had",
+    "first",
+    "one",
+    "their",
+    "its",
+    "new",
+    "after",
+    "who",
+    "they",
+    "two",
+    "her",
+    "she",
+    "been",
+    "other",
+    "when",
+    "time",
+    "during",
+    "there",
+    "into",
+    "school",
+    "more",
+    "may",
+    "years",
+    "over",
+    "only",
+    "year",
+    "most",
+    "would",
+    "world",
+    "city",
+    "some",
+    "where",
+    "between",
+    "later",
+    "three",
+    "state",
+    "such",
+    "then",
+    "national",
+    "used",
+    "made",
+    "known",
+    "under",
+    "many",
+    "university",
+    "united",
+    "while",
+    "part",
+    "season",
+    "team",
+    "these",
+    "american",
+    "than",
+    "film",
+    "second",
+    "born",
+    "south",
+    "became",
+    "states",
+    "war",
+    "through",
+    "being",
+    "including",
+    "both",
+    "before",
+    "north",
+    "high",
+    "however",
+    "people",
+    "family",
+    "early",
+    "history",
+    "album",
+    "area",
+    "them",
+    "series",
+    "against",
+    "until",
+    "since",
+    "district",
+    "county",
+    "name",
+    "work",
+    "life",
+    "group",
+    "music",
+    "following",
+    "number",
+    "company",
+    "several",
+    "four",
+    "called",
+    "played",
+    "released",
+    "career",
+    "league",
+    "game",
+    "government",
+    "house",
+    "each",
+    "based",
+    "day",
+    "same",
+    "won",
+    "use",
+    "station",
+    "club",
+    "international",
+    "town",
+    "located",
+    "population",
+    "general",
+    "college",
+    "east",
+    "found",
+    "age",
+    "march",
+    "end",
+    "september",
+    "river",
+    "may",
+    "april",
+    "june",
+    "october",
+    "major",
+    "public",
+    "members",
+    "published",
+    "town",
+    "system",
+    "west",
+    "park",
+    "water",
+    "small",
+]
+
+
+def make_texts(count: int, seed: int, words_per_text: int = 16) -> list[str]:
+    """`count` pseudo-random sentences; the same arguments give the same texts."""
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choices(_WORDS, k=words_per_text)).capitalize() + "." for _ in range(count)
+    ]
+
+
+@dataclass(frozen=True)
+class RequestSet:
+    """Bodies for one endpoint, each carrying `inputs_per_request` inputs."""
+
+    path: str
+    bodies: Sequence[bytes]
+    inputs_per_request: int
+
+
+def embedding_bodies(
+    texts: Sequence[str],
+    inputs_per_request: int,
+    model: str = DEFAULT_EMBEDDING_MODEL,
+    encoding_format: str = "float",
+) -> RequestSet:
+    """Chunk `texts` into embeddings requests; a single input is sent as a string."""
+    if inputs_per_request < 1:
+        raise ValueError("inputs_per_request must be >= 1")
+    bodies: list[bytes] = []
+    for start in range(0, len(texts) - inputs_per_request + 1, inputs_per_request):
+        chunk = list(texts[start : start + inputs_per_request])
+        payload: dict[str, object] = {
+            "model": model,
+            "input": chunk[0] if inputs_per_request == 1 else chunk,
+            "encoding_format": encoding_format,
+        }
+        bodies.append(json.dumps(payload).encode())
+    if not bodies:
+        raise ValueError("fewer texts than inputs_per_request")
+    return RequestSet(EMBEDDINGS_PATH, bodies, inputs_per_request)
+
+
+def completion_bodies(texts: Sequence[str], model: str, max_tokens: int = 16) -> RequestSet:
+    """One completions request per text, each asking for `max_tokens` tokens."""
+    bodies = [
+        json.dumps({"model": model, "prompt": text, "max_tokens": max_tokens}).encode()
+        for text in texts
+    ]
+    if not bodies:
+        raise ValueError("no texts")
+    return RequestSet(COMPLETIONS_PATH, bodies, 1)

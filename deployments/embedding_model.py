@@ -1,0 +1,73 @@
+"""The embedding model itself: texts in, unit vectors and token counts out. No Ray here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from deployments.loading import ModelSource, footprint_bytes, load_pretrained, parameter_count
+from deployments.pooling import PoolingConfig, normalize, pool
+
+
+@dataclass(frozen=True)
+class EmbeddingBatch:
+    """One row per input text, in input order."""
+
+    vectors: npt.NDArray[np.float32]
+    token_counts: list[int]
+
+
+class EmbeddingModel:
+    """An encoder with the pooling and normalisation that its sentence-transformers files name.
+
+    Inputs longer than the model's maximum are truncated to it.
+    """
+
+    def __init__(self, source: ModelSource, max_input_tokens: int | None = None) -> None:
+        directory = source.resolve_path()
+        self.source = source
+        self.tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        self.model, self.device, self.dtype = load_pretrained(AutoModel, source)
+        self.pooling = PoolingConfig.from_model_dir(directory)
+        limits = [
+            self.pooling.max_seq_length,
+            self.model.config.max_position_embeddings,
+            max_input_tokens,
+        ]
+        self.max_input_tokens = min(limit for limit in limits if limit)
+        self.dimensions = int(self.model.config.hidden_size)
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> EmbeddingBatch:
+        encoded = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.max_input_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        hidden = self.model(**encoded).last_hidden_state
+        vectors = pool(hidden.float(), encoded["attention_mask"], self.pooling.mode)
+        if self.pooling.normalize:
+            vectors = normalize(vectors)
+        token_counts = encoded["attention_mask"].sum(dim=1).tolist()
+        return EmbeddingBatch(
+            vectors=vectors.cpu().numpy().astype(np.float32), token_counts=token_counts
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "dimensions": self.dimensions,
+            "max_input_tokens": self.max_input_tokens,
+            "pooling": self.pooling.mode,
+            "normalized": self.pooling.normalize,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "quantization": self.source.quantization,
+            "parameters": parameter_count(self.model),
+            "memory_bytes": footprint_bytes(self.model),
+        }

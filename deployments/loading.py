@@ -1,0 +1,142 @@
+"""Where a model's weights come from and how they are placed: path, device, dtype, quantization.
+
+Everything here works on local files only; nothing downloads from a hub.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+logger = logging.getLogger(__name__)
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
+QuantizationName = Literal["none", "int8", "nf4", "fp4"]
+
+_TORCH_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+class ModelSource(BaseModel):
+    """Where to find a model and how to load it. Exactly one of `path` or `package`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str | None = Field(
+        default=None, description="Local directory holding the Hugging Face model files."
+    )
+    package: str | None = Field(
+        default=None,
+        description="An installed Python package that ships a model and exposes get_model_path().",
+    )
+    device: DeviceName = "auto"
+    dtype: DtypeName = "auto"
+    quantization: QuantizationName = "none"
+
+    @model_validator(mode="after")
+    def _exactly_one_location(self) -> ModelSource:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("give exactly one of 'path' (a local model directory) or 'package'")
+        return self
+
+    def resolve_path(self) -> Path:
+        """The local directory of the weights; raises ValueError with a fix the user can act on."""
+        if self.package is not None:
+            try:
+                module = importlib.import_module(self.package)
+            except ImportError as exc:
+                raise ValueError(
+                    f"package {self.package!r} is not installed; install it or use 'path'"
+                ) from exc
+            get_model_path = getattr(module, "get_model_path", None)
+            if get_model_path is None:
+                raise ValueError(f"package {self.package!r} has no get_model_path()")
+            directory = Path(get_model_path())
+        else:
+            assert self.path is not None
+            directory = Path(self.path).expanduser()
+        if not (directory / "config.json").is_file():
+            raise ValueError(f"{directory} is not a model directory (no config.json in it)")
+        return directory
+
+
+def pick_device(requested: DeviceName) -> torch.device:
+    """`auto` means CUDA when this process was given a GPU, else CPU."""
+    cuda_available = torch.cuda.is_available()
+    if requested == "cuda" and not cuda_available:
+        raise RuntimeError(
+            "device 'cuda' was requested but no GPU is visible to this replica; "
+            "set ray_actor_options.num_gpus or use device 'auto'"
+        )
+    if requested == "cpu" or not cuda_available:
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def pick_dtype(requested: DtypeName, device: torch.device) -> torch.dtype:
+    """`auto` is fp16 on a GPU and fp32 on CPU, where half precision is slow or unsupported."""
+    if requested == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return _TORCH_DTYPES[requested]
+
+
+def quantization_config(quantization: QuantizationName, compute_dtype: torch.dtype) -> Any:
+    """A bitsandbytes config for transformers' from_pretrained, or None for full precision."""
+    if quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_pretrained(auto_class: Any, source: ModelSource) -> tuple[Any, torch.device, torch.dtype]:
+    """Load weights with `auto_class.from_pretrained`, placed and quantized as `source` says.
+
+    Returns the model in eval mode, its device and its compute dtype.
+    """
+    directory = source.resolve_path()
+    device = pick_device(source.device)
+    dtype = pick_dtype(source.dtype, device)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    bnb_config = quantization_config(source.quantization, dtype)
+    if bnb_config is not None:
+        kwargs["quantization_config"] = bnb_config
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
+    model = auto_class.from_pretrained(str(directory), **kwargs)
+    if bnb_config is None:
+        model = model.to(device)
+    model.eval()
+    logger.info(
+        "loaded %s on %s as %s (quantization %s)", directory, device, dtype, source.quantization
+    )
+    return model, device, dtype
+
+
+def footprint_bytes(model: torch.nn.Module) -> int:
+    """Bytes held by the model's parameters and buffers, as loaded (quantized sizes included)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """Parameters of the model as trained; bitsandbytes 4-bit stores two weights per byte."""
+    total = 0
+    for param in model.parameters():
+        quant_state = getattr(param, "quant_state", None)
+        total += quant_state.shape.numel() if quant_state is not None else param.numel()
+    return total

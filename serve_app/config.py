@@ -1,0 +1,107 @@
+"""The typed `args` block of serve_config.yaml, validated when the application is built."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from deployments.loading import ModelSource
+
+Task = Literal["embedding", "generation", "classification"]
+
+_DEPLOYMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class ModelSpec(ModelSource):
+    """One served model: its API name, task and where its weights are."""
+
+    name: str = Field(min_length=1, max_length=128, description="The API's `model` value.")
+    task: Task
+    deployment: str | None = Field(
+        default=None,
+        description="Serve deployment name (what serve_config.yaml's `deployments:` entries use). "
+        "Defaults to `name` with characters other than letters, digits, '-' and '_' as '-'.",
+    )
+    max_input_tokens: int | None = Field(
+        default=None, ge=1, description="Truncate inputs to this many tokens (default: model max)."
+    )
+    supports_dimensions: bool = Field(
+        default=False,
+        description="Matryoshka-trained embedding model: `dimensions` may shorten its vectors.",
+    )
+
+    @field_validator("deployment")
+    @classmethod
+    def _safe_deployment_name(cls, value: str | None) -> str | None:
+        if value is not None and _DEPLOYMENT_NAME_UNSAFE.search(value):
+            raise ValueError("use only letters, digits, '-' and '_'")
+        return value
+
+    @property
+    def deployment_name(self) -> str:
+        return self.deployment or _DEPLOYMENT_NAME_UNSAFE.sub("-", self.name).strip("-")
+
+    def source(self) -> ModelSource:
+        """The loading options alone, which is all a model replica needs."""
+        return ModelSource.model_validate(self.model_dump(include=set(ModelSource.model_fields)))
+
+
+class AppArgs(BaseModel):
+    """`applications[].args` in serve_config.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: list[ModelSpec] = Field(min_length=1)
+    max_request_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    ingress_deployment: str = Field(default="Ingress")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        for attribute in ("name", "deployment_name"):
+            seen: set[str] = set()
+            for spec in models:
+                value = getattr(spec, attribute)
+                if value in seen:
+                    raise ValueError(
+                        f"two models share the {attribute.replace('_', ' ')} {value!r}"
+                    )
+                seen.add(value)
+        return models
+
+
+class ConfigError(ValueError):
+    """A serve_config.yaml `args` block that cannot be deployed, with what to fix."""
+
+
+def parse_args(raw: dict[str, Any] | AppArgs) -> AppArgs:
+    """Validate `args`, naming each bad field as `models[0].task` and saying what is wrong."""
+    if isinstance(raw, AppArgs):
+        return raw
+    try:
+        args = AppArgs.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"  {_field_path(error['loc'])}: {error['msg']}" for error in exc.errors()]
+        message = "invalid application args in serve_config.yaml:\n" + "\n".join(lines)
+        raise ConfigError(message) from None
+    problems = []
+    for index, spec in enumerate(args.models):
+        try:
+            spec.resolve_path()
+        except ValueError as exc:
+            problems.append(f"  models[{index}] ({spec.name}): {exc}")
+    if problems:
+        raise ConfigError("invalid application args in serve_config.yaml:\n" + "\n".join(problems))
+    return args
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "args"
