@@ -41,7 +41,7 @@ def service_processes(root_pid: int) -> list[psutil.Process]:
         found[root.pid] = root
         found.update({p.pid: p for p in root.children(recursive=True)})
     except psutil.NoSuchProcess:
-        pass
+        pass  # the root has exited; its session may still have members
     for proc in psutil.process_iter():
         if proc.pid not in found and _same_session(proc.pid, root_pid):
             found[proc.pid] = proc

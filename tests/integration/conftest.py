@@ -35,7 +35,7 @@ def serve_cluster() -> Iterator[ServeCluster]:
 
     # Logical CPUs, not cores: tests place several small replicas on 2 cores.
     ray.init(
-        num_cpus=8,
+        num_cpus=16,
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}},
