@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -79,5 +79,7 @@ class EmbeddingDeployment:
     def reset_batch_sizes(self) -> None:
         self._batches.clear()
 
-    def ping(self) -> float:
-        return time.time()
+    def replica_info(self) -> dict[str, object]:
+        """Which process answers: for tests and operators checking restarts."""
+        context = serve.get_replica_context()
+        return {"pid": os.getpid(), "replica_id": context.replica_id.unique_id}

