@@ -67,9 +67,7 @@ class Calibration:
     fit: LinearFit
 
 
-def measure(
-    model_path: str, batch_sizes: Sequence[int], repeats: int, threads: int
-) -> Calibration:
+def measure(model_path: str, batch_sizes: Sequence[int], repeats: int, threads: int) -> Calibration:
     """Median wall time of one forward pass + mean pooling per batch size."""
     # Imported here so the simulator and its tests never pay for torch.
     import torch

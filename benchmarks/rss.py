@@ -48,7 +48,7 @@ def service_processes(root_pid: int) -> list[psutil.Process]:
     return sorted(found.values(), key=lambda p: p.pid)
 
 
-def _label(proc: psutil.Process) -> str:
+def process_label(proc: psutil.Process) -> str:
     """Ray sets titles such as `ray::ServeReplica:...`; fall back to the name."""
     try:
         cmdline = proc.cmdline()
@@ -65,7 +65,7 @@ def sample_rss(processes: Iterable[psutil.Process]) -> list[ProcessRss]:
             rss = proc.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        samples.append(ProcessRss(proc.pid, _label(proc), rss))
+        samples.append(ProcessRss(proc.pid, process_label(proc), rss))
     return samples
 
 

@@ -23,7 +23,7 @@ from typing import IO, Any
 import psutil
 import yaml
 
-from benchmarks.rss import service_processes
+from benchmarks.rss import process_label, service_processes
 from benchmarks.target import require_loopback
 
 READY_PATH = "/readyz"
@@ -143,22 +143,20 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _end_leftovers(procs: list[psutil.Process], grace_s: float) -> list[int]:
-    """SIGTERM, then SIGKILL, the given processes still alive; their pids."""
-    alive = [p for p in procs if p.is_running()]
+def _end_leftovers(procs: list[psutil.Process], grace_s: float) -> list[str]:
+    """Give Ray's processes `grace_s` to finish their own shutdown, then SIGTERM,
+    then SIGKILL, those still alive. Returns what had to be ended."""
+    _, alive = psutil.wait_procs([p for p in procs if p.is_running()], timeout=grace_s)
+    ended = [f"{p.pid} {process_label(p)}" for p in alive]
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            continue
     _, still = psutil.wait_procs(alive, timeout=grace_s)
     for proc in still:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            continue
     psutil.wait_procs(still, timeout=grace_s)
-    return [p.pid for p in alive]
+    return ended
 
 
 def stop(handle: ServeHandle, timeout_s: float = 60.0) -> int | None:
@@ -181,7 +179,7 @@ def stop(handle: ServeHandle, timeout_s: float = 60.0) -> int | None:
                 handle.process.wait()
     # The session id outlives `serve run`, so this still finds its orphans.
     leftovers = _end_leftovers(service_processes(handle.pid), grace_s=10.0)
-    if leftovers:
-        print(f"ended {len(leftovers)} leftover service processes: {leftovers}", file=sys.stderr)
+    for leftover in leftovers:
+        print(f"ended leftover service process {leftover}", file=sys.stderr)
     handle._log_file.close()
     return handle.process.returncode
