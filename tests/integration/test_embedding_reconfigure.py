@@ -39,7 +39,9 @@ def app_config(max_batch_size: int) -> dict[str, Any]:
 def deploy(max_batch_size: int) -> None:
     """Apply the config as `serve deploy` does and wait until the replica runs with it."""
     client = serve.context._get_global_client()
-    client.deploy_apps(ServeDeploySchema(applications=[app_config(max_batch_size)]))
+    assert client is not None
+    schema = ServeDeploySchema.model_validate({"applications": [app_config(max_batch_size)]})
+    client.deploy_apps(schema)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         status = serve.status().applications.get(APP)

@@ -136,7 +136,7 @@ def test_bad_requests_get_a_400_naming_the_field(payload: dict[str, Any], param:
 
 
 def test_the_maximum_input_count_is_accepted() -> None:
-    client, backend = make_client()
+    client, _ = make_client()
     response = client.post(
         "/v1/embeddings", json={"model": MODEL, "input": ["x"] * MAX_EMBEDDING_INPUTS}
     )
