@@ -40,3 +40,6 @@ test-e2e: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+bench: install
+	$(BIN)/python -m benchmarks.standard $(BENCH_ARGS)

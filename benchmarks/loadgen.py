@@ -227,7 +227,8 @@ async def run_load_async(
         unit="req",
         file=sys.stderr,
         disable=not progress,
-        mininterval=0.5,
+        # A log file (no terminal) gets a line every 10 s instead of a live bar.
+        mininterval=0.5 if sys.stderr.isatty() else 10.0,
         leave=False,
     ) as bar:
         async with aiohttp.ClientSession(

@@ -20,6 +20,9 @@ class ProcessRss:
     pid: int
     label: str
     rss_bytes: int
+    # Proportional set size: shared pages split between sharers, so PSS sums
+    # to the real footprint where RSS sums count shared libraries many times.
+    pss_bytes: int | None = None
 
 
 def _same_session(pid: int, session_id: int) -> bool:
@@ -57,15 +60,16 @@ def process_label(proc: psutil.Process) -> str:
         return "?"
 
 
-def sample_rss(processes: Iterable[psutil.Process]) -> list[ProcessRss]:
-    """RSS of each process still alive."""
+def sample_rss(processes: Iterable[psutil.Process], with_pss: bool = True) -> list[ProcessRss]:
+    """RSS (and PSS where readable) of each process still alive."""
     samples: list[ProcessRss] = []
     for proc in processes:
         try:
             rss = proc.memory_info().rss
+            pss = getattr(proc.memory_full_info(), "pss", None) if with_pss else None
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        samples.append(ProcessRss(proc.pid, process_label(proc), rss))
+        samples.append(ProcessRss(proc.pid, process_label(proc), rss, pss))
     return samples
 
 
@@ -75,3 +79,10 @@ def sample_service_rss(root_pid: int) -> list[ProcessRss]:
 
 def total_mib(samples: Iterable[ProcessRss]) -> float:
     return sum(s.rss_bytes for s in samples) / 2**20
+
+
+def total_pss_mib(samples: Iterable[ProcessRss]) -> float | None:
+    pss = [s.pss_bytes for s in samples]
+    if not pss or any(p is None for p in pss):
+        return None
+    return sum(p for p in pss if p is not None) / 2**20

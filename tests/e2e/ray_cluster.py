@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import psutil
 import yaml
 
 from benchmarks.rss import service_processes
-from benchmarks.service_process import free_port
+from benchmarks.service_process import _restore_sigint, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,11 +36,6 @@ def ray_auth_headers() -> dict[str, str]:
 
 def venv_tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
-
-
-def restore_sigint() -> None:
-    """A shell's background job ignores SIGINT, and children inherit that; undo it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def child_env() -> dict[str, str]:
@@ -150,7 +144,7 @@ def _launch(command: list[str], log_path: Path) -> RayNode:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=restore_sigint,
+        preexec_fn=_restore_sigint,
     )
     return RayNode(process, log_path, log_file)
 

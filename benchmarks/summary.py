@@ -1,0 +1,125 @@
+"""One scenario's repeats folded into medians, and each figure set against the ceiling."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from benchmarks.ceiling import CeilingResult
+from benchmarks.stats import RunStats, median
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Service over ceiling: 1.0 means as fast as in-process `encode`."""
+
+    inputs_per_s_vs_ceiling: float | None
+    inputs_per_s_vs_automodel: float | None
+    # Service p50 over one in-process `encode` of the same number of inputs.
+    p50_vs_ceiling_latency: float | None
+    p99_over_p50: float | None
+
+
+@dataclass(frozen=True)
+class ScenarioSummary:
+    name: str
+    load: str
+    inputs_per_request: int
+    offered_rps: float | None
+    repeats: int
+    throughput_rps: float
+    inputs_per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    requests_ok: int
+    errors_by_status: dict[str, int]
+    generator_cpu_fraction: float
+    system_cpu_percent: float | None
+    ratios: Ratios
+    runs: list[RunStats]
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return median(present) if present else None
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def summarize_scenario(
+    name: str,
+    load: str,
+    inputs_per_request: int,
+    runs: Sequence[RunStats],
+    ceiling: CeilingResult | None,
+    offered_rps: float | None = None,
+    system_cpu_percent: Sequence[float] = (),
+) -> ScenarioSummary:
+    """Median of each figure over the repeats (the issue's method), then ratios."""
+    if not runs:
+        raise ValueError("no runs to summarize")
+    errors: Counter[str] = Counter()
+    for run in runs:
+        errors.update(run.errors_by_status)
+    inputs_per_s = median([r.inputs_per_s for r in runs])
+    p50_ms = _median_or_none([r.latency.p50_ms if r.latency else None for r in runs])
+    p99_ms = _median_or_none([r.latency.p99_ms if r.latency else None for r in runs])
+    ceiling_latency_ms = ceiling.latency_ms(inputs_per_request) if ceiling else None
+    ratios = Ratios(
+        inputs_per_s_vs_ceiling=_ratio(
+            inputs_per_s, ceiling.sentence_transformers_inputs_per_s if ceiling else None
+        ),
+        inputs_per_s_vs_automodel=_ratio(
+            inputs_per_s, ceiling.automodel_inputs_per_s if ceiling else None
+        ),
+        p50_vs_ceiling_latency=_ratio(p50_ms, ceiling_latency_ms),
+        p99_over_p50=_ratio(p99_ms, p50_ms),
+    )
+    return ScenarioSummary(
+        name=name,
+        load=load,
+        inputs_per_request=inputs_per_request,
+        offered_rps=offered_rps,
+        repeats=len(runs),
+        throughput_rps=median([r.throughput_rps for r in runs]),
+        inputs_per_s=inputs_per_s,
+        p50_ms=p50_ms,
+        p95_ms=_median_or_none([r.latency.p95_ms if r.latency else None for r in runs]),
+        p99_ms=p99_ms,
+        requests_ok=sum(r.requests_ok for r in runs),
+        errors_by_status=dict(sorted(errors.items())),
+        generator_cpu_fraction=median([r.generator_cpu_fraction for r in runs]),
+        system_cpu_percent=_median_or_none(list(system_cpu_percent)),
+        ratios=ratios,
+        runs=list(runs),
+    )
+
+
+def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
+    """The few figures the issue tracks: best ratios and tail growth near 70% load."""
+    single = [s for s in scenarios if s.inputs_per_request == 1 and s.offered_rps is None]
+    multi = [s for s in scenarios if s.inputs_per_request > 1]
+    sweep = [s for s in scenarios if s.offered_rps is not None]
+    best_single = max(single, key=lambda s: s.inputs_per_s, default=None)
+    best_multi = max(multi, key=lambda s: s.inputs_per_s, default=None)
+    peak_rps = best_single.throughput_rps if best_single else None
+    # The sweep point whose offered rate is nearest 70% of the best closed-loop rate.
+    near_70 = (
+        min(sweep, key=lambda s: abs((s.offered_rps or 0.0) - 0.7 * peak_rps))
+        if sweep and peak_rps
+        else None
+    )
+    return {
+        "single_input_max_rps": peak_rps,
+        "single_input_vs_ceiling": best_single.ratios.inputs_per_s_vs_ceiling
+        if best_single
+        else None,
+        "multi_input_vs_ceiling": best_multi.ratios.inputs_per_s_vs_ceiling if best_multi else None,
+        "p99_over_p50_at_70pct": near_70.ratios.p99_over_p50 if near_70 else None,
+    }
