@@ -77,7 +77,7 @@ def _serve_executable() -> str:
     return str(candidate) if candidate.exists() else "serve"
 
 
-def _restore_sigint() -> None:
+def restore_sigint() -> None:
     """A shell's background job ignores SIGINT and children inherit that; `serve run` needs it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -112,7 +112,7 @@ def start_serve_run(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_restore_sigint,
+        preexec_fn=restore_sigint,
     )
     return ServeHandle(process, f"http://127.0.0.1:{port}", log, private_config, log_file)
 

@@ -11,10 +11,12 @@ import numpy as np
 import numpy.typing as npt
 from ray import serve
 
+from deployments.agreement_metrics import embedding_agreement
 from deployments.batch_record import BatchRecord
 from deployments.batch_settings import BatchSettings
 from deployments.embedding_model import EmbeddingBatch, EmbeddingModel
 from deployments.loading import ModelSource
+from deployments.quantization_check import load_checked
 
 EmbeddedText = tuple[npt.NDArray[np.float32], int]
 
@@ -35,7 +37,14 @@ class EmbeddingDeployment:
         self, model_name: str, source: ModelSource, max_input_tokens: int | None = None
     ) -> None:
         self._model_name = model_name
-        self._model = EmbeddingModel(source, max_input_tokens)
+        checked = load_checked(
+            source,
+            build=lambda s: EmbeddingModel(s, max_input_tokens),
+            probe=lambda model, texts: model.embed(list(texts)).vectors,
+            compare=embedding_agreement,
+        )
+        self._model = checked.model
+        self._agreement = checked.agreement
         # Warm up before Serve reports the replica healthy: the first pass is the slow one.
         self._model.embed(["warm-up"])
         # Forward passes run off the event loop so requests keep queueing while a batch runs.
@@ -69,6 +78,7 @@ class EmbeddingDeployment:
         return {
             "task": "embedding",
             **self._model.describe(),
+            "quantization_agreement": self._agreement.as_dict() if self._agreement else None,
             "batching": self._settings.model_dump(),
         }
 

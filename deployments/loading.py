@@ -13,6 +13,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployments.quantization_skips import full_precision_modules
+
 logger = logging.getLogger(__name__)
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -89,18 +91,26 @@ def pick_dtype(requested: DtypeName, device: torch.device) -> torch.dtype:
     return _TORCH_DTYPES[requested]
 
 
-def quantization_config(quantization: QuantizationName, compute_dtype: torch.dtype) -> Any:
-    """A bitsandbytes config for transformers' from_pretrained, or None for full precision."""
+def quantization_config(
+    quantization: QuantizationName,
+    compute_dtype: torch.dtype,
+    skip_modules: list[str] | None = None,
+) -> Any:
+    """A bitsandbytes config for transformers' from_pretrained, or None for full precision.
+
+    `skip_modules` stay in full precision (see quantization_skips.py for which and why).
+    """
     if quantization == "none":
         return None
     from transformers import BitsAndBytesConfig
 
     if quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=quantization,
         bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=skip_modules,
     )
 
 
@@ -113,7 +123,10 @@ def load_pretrained(auto_class: Any, source: ModelSource) -> tuple[Any, torch.de
     device = pick_device(source.device)
     dtype = pick_dtype(source.dtype, device)
     kwargs: dict[str, Any] = {"dtype": dtype}
-    bnb_config = quantization_config(source.quantization, dtype)
+    skips = None
+    if source.quantization != "none":
+        skips = full_precision_modules(auto_class, directory, source.quantization, device)
+    bnb_config = quantization_config(source.quantization, dtype, skips)
     if bnb_config is not None:
         kwargs["quantization_config"] = bnb_config
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}

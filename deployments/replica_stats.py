@@ -51,6 +51,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
@@ -132,8 +133,8 @@ class ReplicaStats:
             samples = list(self._samples)
             full = len(samples) == self._samples.maxlen
             reference = self._last_completed_at or self._first_seen_at or now
-        latencies = sorted(s[1] for s in samples)
-        waits = sorted(s[2] for s in samples)
+        latencies = sorted(map(itemgetter(1), samples))
+        waits = sorted(map(itemgetter(2), samples))
         stats: dict[str, float] = {}
         for q in PERCENTILES:
             stats[latency_key(q)] = 1e3 * percentile(latencies, q)

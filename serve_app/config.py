@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deployments.loading import ModelSource
+from serve_app.aliases import AliasSpec
 
 Task = Literal["embedding", "generation", "classification"]
 
@@ -30,6 +31,12 @@ class ModelSpec(ModelSource):
     supports_dimensions: bool = Field(
         default=False,
         description="Matryoshka-trained embedding model: `dimensions` may shorten its vectors.",
+    )
+    max_output_tokens: int = Field(
+        default=1024,
+        ge=1,
+        description="Generation: the most tokens one completion may ask for with `max_tokens`; "
+        "also the chat default when `max_tokens` is omitted (cut to fit the context).",
     )
 
     @field_validator("deployment")
@@ -54,6 +61,10 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: list[ModelSpec] = Field(min_length=1)
+    aliases: list[AliasSpec] = Field(
+        default_factory=list,
+        description="Names that split traffic between served models of one task by weight.",
+    )
     max_request_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     ingress_deployment: str = Field(default="Ingress")
 
@@ -70,6 +81,25 @@ class AppArgs(BaseModel):
                     )
                 seen.add(value)
         return models
+
+    @model_validator(mode="after")
+    def _aliases_point_at_models(self) -> AppArgs:
+        tasks = {spec.name: spec.task for spec in self.models}
+        seen: set[str] = set()
+        for alias in self.aliases:
+            if alias.name in tasks or alias.name in seen:
+                raise ValueError(f"alias {alias.name!r} reuses the name of a model or alias")
+            seen.add(alias.name)
+            unknown = [t.model for t in alias.targets if t.model not in tasks]
+            if unknown:
+                raise ValueError(f"alias {alias.name!r} targets unknown models {unknown}")
+            alias_tasks = {tasks[t.model] for t in alias.targets}
+            if len(alias_tasks) > 1:
+                raise ValueError(
+                    f"alias {alias.name!r} mixes tasks {sorted(alias_tasks)}; "
+                    "its targets must all serve one task"
+                )
+        return self
 
 
 class ConfigError(ValueError):

@@ -20,7 +20,7 @@ import psutil
 import yaml
 
 from benchmarks.rss import service_processes
-from benchmarks.service_process import _restore_sigint, free_port
+from benchmarks.service_process import free_port, restore_sigint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,7 +144,7 @@ def _launch(command: list[str], log_path: Path) -> RayNode:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_restore_sigint,
+        preexec_fn=restore_sigint,
     )
     return RayNode(process, log_path, log_file)
 
