@@ -43,6 +43,13 @@ class ModelSource(BaseModel):
     device: DeviceName = "auto"
     dtype: DtypeName = "auto"
     quantization: QuantizationName = "none"
+    cpu_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="torch intra-op threads on CPU. Ray sets one thread per CPU the replica "
+        "reserves (num_cpus), which leaves cores idle when a replica reserves less than it uses.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_location(self) -> ModelSource:
@@ -121,6 +128,8 @@ def load_pretrained(auto_class: Any, source: ModelSource) -> tuple[Any, torch.de
     """
     directory = source.resolve_path()
     device = pick_device(source.device)
+    if source.cpu_threads is not None:
+        torch.set_num_threads(source.cpu_threads)
     dtype = pick_dtype(source.dtype, device)
     kwargs: dict[str, Any] = {"dtype": dtype}
     skips = None
