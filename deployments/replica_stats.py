@@ -128,25 +128,26 @@ class ReplicaStats:
     def snapshot(self, now: float) -> dict[str, float]:
         """The metrics an autoscaling policy reads; see the module docstring."""
         with self._lock:
-            self._touch(now)
+            first_seen_at = self._touch(now)
             self._prune(now)
             samples = list(self._samples)
             full = len(samples) == self._samples.maxlen
-            reference = self._last_completed_at or self._first_seen_at or now
+            last = self._last_completed_at
         latencies = sorted(map(itemgetter(1), samples))
         waits = sorted(map(itemgetter(2), samples))
         stats: dict[str, float] = {}
         for q in PERCENTILES:
             stats[latency_key(q)] = 1e3 * percentile(latencies, q)
             stats[queue_wait_key(q)] = 1e3 * percentile(waits, q)
-        stats[THROUGHPUT_KEY] = self._throughput_rps(samples, full, now)
+        stats[THROUGHPUT_KEY] = self._throughput_rps(samples, full, first_seen_at, now)
         stats[SAMPLE_COUNT_KEY] = float(len(samples))
-        stats[LAST_SAMPLE_AGE_KEY] = max(0.0, now - reference)
+        stats[LAST_SAMPLE_AGE_KEY] = max(0.0, now - (first_seen_at if last is None else last))
         return stats
 
-    def _touch(self, now: float) -> None:
+    def _touch(self, now: float) -> float:
         if self._first_seen_at is None:
             self._first_seen_at = now
+        return self._first_seen_at
 
     def _prune(self, now: float) -> None:
         horizon = now - self.window_s
@@ -154,13 +155,16 @@ class ReplicaStats:
             self._samples.popleft()
 
     def _throughput_rps(
-        self, samples: list[tuple[float, float, float]], full: bool, now: float
+        self,
+        samples: list[tuple[float, float, float]],
+        full: bool,
+        first_seen_at: float,
+        now: float,
     ) -> float:
         if not samples:
             return 0.0
         # A young replica has not lived a whole window; a full buffer covers less.
-        assert self._first_seen_at is not None
-        span_s = min(self.window_s, now - self._first_seen_at)
+        span_s = min(self.window_s, now - first_seen_at)
         if full:
             span_s = min(span_s, now - samples[0][0])
         return len(samples) / max(span_s, 1e-3)

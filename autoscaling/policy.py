@@ -1,0 +1,303 @@
+"""The queue-and-latency autoscaling policy for batched model deployments.
+
+Named in ``serve_config.yaml`` as::
+
+    autoscaling_config:
+      upscale_delay_s: 0        # the policy applies its own delays
+      downscale_delay_s: 0
+      policy:
+        policy_function: autoscaling.policy:QueueLatencyPolicy
+        policy_kwargs: {latency_target_ms: 250, latency_percentile: 99,
+                        target_queue_per_replica: 6.8, replica_capacity_rps: 143.7}
+
+Serve instantiates the class once with ``policy_kwargs`` and calls it every
+control-loop tick. The instance holds only its frozen parameters; every
+decision is a pure function of the context, whose ``policy_state`` carries
+the timers from one tick to the next and whose ``current_time`` is the only
+clock. How it decides is in ``decide`` and in docs/autoscaling.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from autoscaling.params import PolicyParams
+from autoscaling.signals import (
+    PolicyContext,
+    ReplicaReadings,
+    finite_or_none,
+    read_queue,
+    read_replicas,
+)
+
+# The Serve controller's logger: its lines land in the controller log that the
+# Ray dashboard's Serve page shows.
+logger = logging.getLogger("ray.serve")
+
+# Clock arithmetic on large epoch values can land a hair short of a delay.
+_DELAY_EPS_S = 1e-6
+
+Direction = Literal["up", "down", "hold"]
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the policy remembers between ticks (keys prefixed ``qlp_``)."""
+
+    up_since_s: float | None = None  # a scale-up need began (delay timer)
+    down_since_s: float | None = None  # a scale-down allowance began (delay timer)
+    pending_up: bool = False  # replicas added by the last scale-up are still starting
+    settled_at_s: float | None = None  # the last change took effect
+    descending: bool = False  # scale-down steps since the last full downscale delay
+
+    @classmethod
+    def from_mapping(cls, state: Mapping[str, Any]) -> PolicyState:
+        # Foreign keys (Ray's own delay counters) are ignored; junk reads as unset.
+        return cls(
+            up_since_s=finite_or_none(state.get("qlp_up_since_s")),
+            down_since_s=finite_or_none(state.get("qlp_down_since_s")),
+            pending_up=state.get("qlp_pending_up") is True,
+            settled_at_s=finite_or_none(state.get("qlp_settled_at_s")),
+            descending=state.get("qlp_descending") is True,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "qlp_up_since_s": self.up_since_s,
+            "qlp_down_since_s": self.down_since_s,
+            "qlp_pending_up": self.pending_up,
+            "qlp_settled_at_s": self.settled_at_s,
+            "qlp_descending": self.descending,
+        }
+
+    def steady(self) -> PolicyState:
+        """No delay timer running; what the last change did stays."""
+        return replace(self, up_since_s=None, down_since_s=None)
+
+    def settle(self, ctx: PolicyContext, now: float) -> PolicyState:
+        """Note the moment a scale-up's replicas are all running."""
+        if self.pending_up and ctx.current_num_replicas >= ctx.target_num_replicas:
+            return replace(self, pending_up=False, settled_at_s=now)
+        return self
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A replica count with the reason and the readings behind it."""
+
+    num_replicas: int
+    direction: Direction
+    reason: str
+    state: PolicyState
+    queue: float | None
+    readings: ReplicaReadings | None
+
+    def state_dict(self) -> dict[str, Any]:
+        """``policy_state`` to hand back to Serve, readable in logs as it is."""
+        readings = self.readings
+        return {
+            **self.state.to_dict(),
+            "qlp_decision": self.direction,
+            "qlp_reason": self.reason,
+            "qlp_queue": self.queue,
+            "qlp_latency_ms": readings.latency_ms if readings else None,
+            "qlp_queue_wait_ms": readings.queue_wait_ms if readings else None,
+            "qlp_throughput_rps": readings.throughput_rps if readings else None,
+        }
+
+
+def _clamp(num_replicas: int, ctx: PolicyContext) -> int:
+    return max(
+        ctx.capacity_adjusted_min_replicas,
+        min(ctx.capacity_adjusted_max_replicas, num_replicas),
+    )
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.1f}{unit}"
+
+
+def _describe(queue: float | None, readings: ReplicaReadings, params: PolicyParams) -> str:
+    p = params.latency_percentile
+    return (
+        f"queue {_fmt(queue)} (target {params.target_queue_per_replica:g}/replica); "
+        f"p{p} {_fmt(readings.latency_ms, 'ms')} (target {params.latency_target_ms:g}ms, "
+        f"{readings.latency_replicas} replicas reporting); "
+        f"queue wait p{p} {_fmt(readings.queue_wait_ms, 'ms')}; "
+        f"throughput {_fmt(readings.throughput_rps, ' rps')}"
+    )
+
+
+def _needs(
+    ctx: PolicyContext, queue: float | None, readings: ReplicaReadings, params: PolicyParams
+) -> dict[str, int]:
+    """Replicas each signal asks for; a signal with nothing to say is absent."""
+    needs: dict[str, int] = {}
+    if queue is not None:
+        needs["queue"] = math.ceil(queue / params.target_queue_per_replica)
+    threshold_ms = params.latency_upscale_ratio * params.latency_target_ms
+    if readings.latency_ms is not None and readings.latency_ms > threshold_ms:
+        # Proportional: as many more replicas as latency is over the threshold.
+        needs["latency"] = math.ceil(ctx.current_num_replicas * readings.latency_ms / threshold_ms)
+    if readings.throughput_rps is not None and params.replica_capacity_rps is not None:
+        planned_rps = params.replica_capacity_rps * params.target_utilization
+        needs["throughput"] = math.ceil(readings.throughput_rps / planned_rps)
+    return needs
+
+
+def _downscale_floor(
+    queue: float | None, readings: ReplicaReadings, params: PolicyParams
+) -> int | None:
+    """Fewest replicas every signal accepts, or None if one objects.
+
+    Queue and throughput must fit on them with ``downscale_headroom`` to
+    spare; latency must be under ``latency_downscale_ratio`` of its target, or
+    absent (an idle deployment has no latency, and silence must not pin
+    replicas forever). No queue reading, no scale-down.
+    """
+    if queue is None:
+        return None
+    limit_ms = params.latency_downscale_ratio * params.latency_target_ms
+    if readings.latency_ms is not None and readings.latency_ms > limit_ms:
+        return None
+    floor = math.ceil(queue / (params.target_queue_per_replica * params.downscale_headroom))
+    if readings.throughput_rps is not None and params.replica_capacity_rps is not None:
+        planned_rps = params.replica_capacity_rps * params.target_utilization
+        floor = max(
+            floor, math.ceil(readings.throughput_rps / (planned_rps * params.downscale_headroom))
+        )
+    return floor
+
+
+def _cooling_down(
+    ctx: PolicyContext, state: PolicyState, params: PolicyParams, now: float, up: bool
+) -> str | None:
+    """Why the signals cannot judge the current count yet, if they cannot.
+
+    Until a change has taken effect and ``cooldown_s`` has passed, Serve's
+    look-back mean and the replicas' windows still describe the old count:
+    acting on them would count one overload (or one lull) twice. Replicas
+    still starting block only scale-ups, so a cluster that cannot place them
+    does not also pin the count when load goes away.
+    """
+    starting = ctx.target_num_replicas - ctx.current_num_replicas
+    if up and starting > 0:
+        return f"waiting for {starting} starting replicas"
+    if state.settled_at_s is not None and now - state.settled_at_s < params.cooldown_s:
+        return f"cooling down {now - state.settled_at_s:.1f}/{params.cooldown_s:g}s"
+    return None
+
+
+def _scale_up(
+    ctx: PolicyContext, params: PolicyParams, state: PolicyState, now: float, need: int, signal: str
+) -> tuple[int, Direction, str, PolicyState]:
+    base = _clamp(ctx.target_num_replicas, ctx)
+    candidate = _clamp(min(need, base + params.max_scale_up_step), ctx)
+    if candidate <= base:
+        why = f"{signal} wants {need}, capped at max_replicas"
+        return base, "hold", why, replace(state.steady(), descending=False)
+    since = now if state.up_since_s is None else state.up_since_s
+    if now - since + _DELAY_EPS_S < params.upscale_delay_s:
+        why = f"{signal} wants {need}, waiting {now - since:.1f}/{params.upscale_delay_s:g}s"
+        return base, "hold", why, PolicyState(up_since_s=since, settled_at_s=state.settled_at_s)
+    why = f"scale up {base}->{candidate}: {signal} wants {need}"
+    return candidate, "up", why, PolicyState(pending_up=True)
+
+
+def _scale_down(
+    ctx: PolicyContext, params: PolicyParams, state: PolicyState, now: float, floor: int
+) -> tuple[int, Direction, str, PolicyState]:
+    base = _clamp(ctx.target_num_replicas, ctx)
+    step = max(1, math.floor(base * params.max_scale_down_fraction))
+    candidate = _clamp(max(floor, base - step), ctx)
+    if candidate >= base:
+        return base, "hold", f"all signals allow {floor}, held at min_replicas", state.steady()
+    # The delay guards the start of a descent; once under way, each further
+    # step waits only for the signals to settle on the new count (cooldown_s).
+    delay_s = 0.0 if state.descending else params.downscale_delay_s
+    since = now if state.down_since_s is None else state.down_since_s
+    if now - since + _DELAY_EPS_S < delay_s:
+        why = f"all signals allow {floor}, waiting {now - since:.1f}/{delay_s:g}s"
+        return base, "hold", why, replace(state.steady(), down_since_s=since)
+    why = f"scale down {base}->{candidate}: all signals allow {floor}"
+    return candidate, "down", why, PolicyState(settled_at_s=now, descending=True)
+
+
+def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
+    """One autoscaling decision.
+
+    - Cold start: no running replica and requests waiting: enough replicas
+      for the queue, at once.
+    - Up when any signal asks: the queue for ``queue / target_queue``
+      replicas, latency for ``current * observed / (ratio * target)``,
+      throughput (with ``replica_capacity_rps``) for ``rps / (capacity *
+      utilization)``. The largest wins, at most ``max_scale_up_step`` more,
+      once the need has lasted ``upscale_delay_s``.
+    - Down only when all allow it (see ``_downscale_floor``), after
+      ``downscale_delay_s``, at most ``max_scale_down_fraction`` fewer; while
+      they keep allowing it, one more such step per ``cooldown_s``.
+    - Neither while replicas are starting or within ``cooldown_s`` of the
+      last change taking effect (see ``_cooling_down``).
+    - Always within the context's capacity-adjusted min and max.
+    """
+    state = PolicyState.from_mapping(ctx.policy_state)
+    target = ctx.target_num_replicas
+    hold = _clamp(target, ctx)
+    now = finite_or_none(ctx.current_time)
+    if now is None:
+        return Decision(hold, "hold", "no clock in the context", state.steady(), None, None)
+    state = state.settle(ctx, now)
+    queue = read_queue(ctx)
+    readings = read_replicas(ctx, params, now)
+    described = _describe(queue, readings, params)
+
+    def decision(num: int, direction: Direction, why: str, new_state: PolicyState) -> Decision:
+        if num != target and direction == "hold":
+            direction = "up" if num > target else "down"
+            why = f"bounds moved {target}->{num}; {why}"
+        return Decision(num, direction, f"{why}; {described}", new_state, queue, readings)
+
+    needs = _needs(ctx, queue, readings, params)
+    if ctx.current_num_replicas == 0 and queue:
+        need = _clamp(max(1, hold, needs.get("queue", 1)), ctx)
+        if need == hold:
+            return decision(
+                hold, "hold", f"cold start: waiting for {hold} replicas", state.steady()
+            )
+        return decision(need, "up", f"cold start {target}->{need}", PolicyState(pending_up=True))
+
+    signal, need = max(needs.items(), key=lambda item: item[1], default=("none", 0))
+    floor = _downscale_floor(queue, readings, params)
+    wants = f"{signal} wants {need}" if need > hold else f"all signals allow {floor}"
+    if need > hold or (floor is not None and floor < hold):
+        blocker = _cooling_down(ctx, state, params, now, up=need > hold)
+        if blocker is not None:
+            # An upscale need ends a descent even while it has to wait.
+            waiting = replace(state.steady(), descending=state.descending and need <= hold)
+            return decision(hold, "hold", f"{wants}, {blocker}", waiting)
+    if need > hold:
+        return decision(*_scale_up(ctx, params, state, now, need, signal))
+    if floor is not None and floor < hold:
+        return decision(*_scale_down(ctx, params, state, now, floor))
+    return decision(hold, "hold", "within targets", replace(state.steady(), descending=False))
+
+
+class QueueLatencyPolicy:
+    """Serve's entry point: ``policy_function: autoscaling.policy:QueueLatencyPolicy``."""
+
+    def __init__(self, **policy_kwargs: Any) -> None:
+        self.params = PolicyParams(**policy_kwargs)
+
+    def __call__(self, ctx: PolicyContext) -> tuple[int, dict[str, Any]]:
+        result = decide(ctx, self.params)
+        if result.direction != "hold":
+            logger.info(
+                "Autoscaling %s: %s",
+                getattr(ctx, "deployment_name", "deployment"),
+                result.reason,
+            )
+        return result.num_replicas, result.state_dict()
