@@ -10,9 +10,13 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from serve_app.body import json_response, openapi_body, parse_json_body
+from serve_app.chat_route import chat
+from serve_app.classify_route import ClassifyRequest, classify_response
+from serve_app.completions_route import complete
 from serve_app.config import AppArgs
 from serve_app.embeddings_route import check_options, embedding_response
 from serve_app.errors import install_error_handlers
+from serve_app.generation_schemas import ChatCompletionRequest, CompletionRequest
 from serve_app.registry import ModelRegistry
 from serve_app.schemas import EmbeddingRequest
 
@@ -26,6 +30,7 @@ def build_api(registry: ModelRegistry, args: AppArgs) -> FastAPI:
     )
     install_error_handlers(api)
     started_at = int(time.time())
+    registry = registry.with_aliases(args.aliases)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -54,6 +59,7 @@ def build_api(registry: ModelRegistry, args: AppArgs) -> FastAPI:
             }
             for model in registry.all()
         ]
+        data += registry.alias_cards(started_at)
         return json_response({"object": "list", "data": data})
 
     @api.post("/v1/embeddings", openapi_extra=openapi_body(EmbeddingRequest))
@@ -63,6 +69,23 @@ def build_api(registry: ModelRegistry, args: AppArgs) -> FastAPI:
         check_options(payload, model)
         batch = await model.backend.embed(payload.texts())
         return json_response(embedding_response(payload, model.name, batch))
+
+    @api.post("/v1/completions", openapi_extra=openapi_body(CompletionRequest))
+    async def create_completion(request: Request) -> Response:
+        payload = await parse_json_body(request, CompletionRequest, args.max_request_body_bytes)
+        return await complete(payload, registry.resolve(payload.model, "generation"))
+
+    @api.post("/v1/chat/completions", openapi_extra=openapi_body(ChatCompletionRequest))
+    async def create_chat_completion(request: Request) -> Response:
+        payload = await parse_json_body(request, ChatCompletionRequest, args.max_request_body_bytes)
+        return await chat(payload, registry.resolve(payload.model, "generation"))
+
+    @api.post("/v1/classify", openapi_extra=openapi_body(ClassifyRequest))
+    async def create_classification(request: Request) -> Response:
+        payload = await parse_json_body(request, ClassifyRequest, args.max_request_body_bytes)
+        model = registry.resolve(payload.model, "classification")
+        results = await model.backend.classify(payload.texts())
+        return json_response(classify_response(model.name, results))
 
     return api
 

@@ -7,12 +7,16 @@ from typing import Any, cast
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
+from deployments.classification import ClassificationDeployment
 from deployments.embeddings import EmbeddingDeployment
+from deployments.generation import GenerationDeployment
 from serve_app.config import AppArgs, ConfigError, ModelSpec, parse_args
 from serve_app.ingress import Ingress
 
 _DEPLOYMENT_FOR_TASK: dict[str, Deployment] = {
     "embedding": cast(Deployment, EmbeddingDeployment),
+    "generation": cast(Deployment, GenerationDeployment),
+    "classification": cast(Deployment, ClassificationDeployment),
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from typing import Any, Protocol, TypeVar
 
 from ray.exceptions import RayActorError, RayError
@@ -17,8 +17,12 @@ from ray.serve.exceptions import (
     RayServeException,
 )
 
+from deployments.classification_model import Classification
 from deployments.embedding_model import EmbeddingBatch
-from serve_app.errors import Overloaded, ServiceUnavailable
+from deployments.generation_types import GenerationChunk, GenerationRequest, GenerationResult
+from deployments.input_errors import InputRejected
+from serve_app.coalescer import EmbeddingCoalescer
+from serve_app.errors import InvalidRequest, Overloaded, ServiceUnavailable
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -36,12 +40,25 @@ class EmbeddingBackend(ModelBackend, Protocol):
     async def embed(self, texts: list[str]) -> EmbeddingBatch: ...
 
 
+class GenerationBackend(ModelBackend, Protocol):
+    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
+
+
+class ClassificationBackend(ModelBackend, Protocol):
+    async def classify(self, texts: list[str]) -> list[Classification]: ...
+
+
 class HandleBackend:
     """A model deployment behind a Serve `DeploymentHandle`."""
 
-    def __init__(self, handle: Any, model_name: str) -> None:
+    def __init__(
+        self, handle: Any, model_name: str, coalescer: EmbeddingCoalescer | None = None
+    ) -> None:
         self._handle = handle
         self._model_name = model_name
+        self._coalescer = coalescer
 
     async def _call(self, method: str, *args: Any) -> Any:
         return await _translate_failures(
@@ -57,8 +74,35 @@ class HandleBackend:
         return card
 
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
-        batch: EmbeddingBatch = await self._call("embed", texts)
-        return batch
+        if self._coalescer is None:
+            batch: EmbeddingBatch = await self._call("embed", texts)
+            return batch
+        return await _translate_failures(
+            self._coalescer.embed(self._handle, texts), self._model_name
+        )
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        result: GenerationResult = await self._call("generate", request)
+        return result
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        responses = self._handle.options(stream=True).stream.remote(request)
+        try:
+            while True:
+                try:
+                    chunk: GenerationChunk = await _translate_failures(
+                        responses.__anext__(), self._model_name
+                    )
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            # Closed early (the client went away): stop the replica's generation for it too.
+            responses.cancel()
+
+    async def classify(self, texts: list[str]) -> list[Classification]:
+        results: list[Classification] = await self._call("classify", texts)
+        return results
 
 
 async def _translate_failures(call: Awaitable[T], model_name: str) -> T:
@@ -72,4 +116,10 @@ async def _translate_failures(call: Awaitable[T], model_name: str) -> T:
     except (RayActorError, DeploymentUnavailableError) as exc:
         raise ServiceUnavailable(
             f"The model '{model_name}' is temporarily unavailable; retry later."
+        ) from exc
+    except InputRejected as exc:
+        # Ray re-raises a replica's exception as a subclass of it; the original is `cause`.
+        cause = getattr(exc, "cause", exc)
+        raise InvalidRequest(
+            getattr(cause, "message", str(exc)), param=getattr(cause, "param", None)
         ) from exc

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from deployments.loading import ModelSource
 from serve_app.aliases import AliasSpec
+from serve_app.gateway_config import GatewayConfig
 
 Task = Literal["embedding", "generation", "classification"]
 
@@ -38,6 +39,15 @@ class ModelSpec(ModelSource):
         description="Generation: the most tokens one completion may ask for with `max_tokens`; "
         "also the chat default when `max_tokens` is omitted (cut to fit the context).",
     )
+    fallback: str | None = Field(
+        default=None,
+        description="A cheaper served model of the same task and output shape that answers "
+        "when this one's queue is full or its recent p95 latency is past latency_target_ms.",
+    )
+    latency_target_ms: float | None = Field(
+        default=None, gt=0, description="Recent p95 at the ingress above which to use `fallback`."
+    )
+    cache: bool = Field(default=True, description="Embeddings: use the ingress cache.")
 
     @field_validator("deployment")
     @classmethod
@@ -67,6 +77,7 @@ class AppArgs(BaseModel):
     )
     max_request_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     ingress_deployment: str = Field(default="Ingress")
+    gateway: GatewayConfig = GatewayConfig()
 
     @field_validator("models")
     @classmethod
@@ -81,6 +92,25 @@ class AppArgs(BaseModel):
                     )
                 seen.add(value)
         return models
+
+    @model_validator(mode="after")
+    def _fallbacks_are_served_models_of_the_same_task(self) -> AppArgs:
+        tasks = {spec.name: spec.task for spec in self.models}
+        for spec in self.models:
+            if spec.fallback is None:
+                continue
+            if spec.fallback == spec.name:
+                raise ValueError(f"model {spec.name!r} names itself as its fallback")
+            if spec.fallback not in tasks:
+                raise ValueError(
+                    f"model {spec.name!r} falls back to unknown model {spec.fallback!r}"
+                )
+            if tasks[spec.fallback] != spec.task:
+                raise ValueError(
+                    f"model {spec.name!r} ({spec.task}) falls back to {spec.fallback!r} "
+                    f"({tasks[spec.fallback]}); a fallback must serve the same task"
+                )
+        return self
 
     @model_validator(mode="after")
     def _aliases_point_at_models(self) -> AppArgs:

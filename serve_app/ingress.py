@@ -10,6 +10,7 @@ from ray import serve
 
 from serve_app.api import build_api
 from serve_app.backends import HandleBackend
+from serve_app.coalescer import EmbeddingCoalescer
 from serve_app.config import AppArgs
 from serve_app.registry import ModelRegistry, ServedModel
 
@@ -23,8 +24,9 @@ class Ingress:
 
     def __init__(self, args: AppArgs, handles: dict[str, Any]) -> None:
         self._args = args
+        coalescer = EmbeddingCoalescer()
         self._registry = ModelRegistry(
-            ServedModel(spec=spec, backend=HandleBackend(handles[spec.name], spec.name))
+            ServedModel(spec=spec, backend=HandleBackend(handles[spec.name], spec.name, coalescer))
             for spec in args.models
         )
 

@@ -6,7 +6,15 @@ Created once per ingress replica, never at import time.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray.serve.metrics import Counter, Histogram
+
+
+def _tags(*names: str) -> Any:
+    """Ray's stubs type tag_keys as a 1-tuple; any tuple of names works."""
+    return names
+
 
 LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 
@@ -16,33 +24,33 @@ class IngressMetrics:
         self.requests = Counter(
             "inference_requests_total",
             description="Requests answered by the ingress, by model, route and HTTP status.",
-            tag_keys=("model", "route", "status"),
+            tag_keys=_tags("model", "route", "status"),
         )
         self.latency_s = Histogram(
             "inference_request_latency_s",
             description="End-to-end latency at the ingress, seconds.",
             boundaries=LATENCY_BOUNDARIES_S,
-            tag_keys=("model", "route"),
+            tag_keys=_tags("model", "route"),
         )
         self.tokens = Counter(
             "inference_tokens_total",
             description="Tokens processed, by model and direction (in: prompt, out: generated).",
-            tag_keys=("model", "direction"),
+            tag_keys=_tags("model", "direction"),
         )
         self.cache = Counter(
             "inference_embedding_cache_total",
             description="Embedding cache lookups by model and result (hit or miss).",
-            tag_keys=("model", "result"),
+            tag_keys=_tags("model", "result"),
         )
         self.rejections = Counter(
             "inference_rejections_total",
             description="Requests refused, by model and reason.",
-            tag_keys=("model", "reason"),
+            tag_keys=_tags("model", "reason"),
         )
         self.fallbacks = Counter(
             "inference_fallbacks_total",
             description="Requests sent to a model's cheaper fallback instead of being refused.",
-            tag_keys=("model", "fallback", "reason"),
+            tag_keys=_tags("model", "fallback", "reason"),
         )
 
     def observe_request(self, model: str, route: str, status: int, latency_s: float) -> None:

@@ -57,8 +57,12 @@ class ModelRegistry:
     def all(self) -> list[ServedModel]:
         return list(self._models.values())
 
-    def aliases(self) -> list[AliasSpec]:
-        return list(self._aliases.values())
+    def alias_cards(self, created: int) -> list[dict[str, object]]:
+        """Each alias as /v1/models lists it (targets share one task, checked by AppArgs)."""
+        return [
+            alias.card(self._models[alias.targets[0].model].task, created)
+            for alias in self._aliases.values()
+        ]
 
     def resolve(self, name: str, task: Task) -> ServedModel:
         """The model called `name` (an alias picks one by weight), serving `task`.

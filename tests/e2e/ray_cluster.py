@@ -5,6 +5,7 @@ Stopping ends exactly the processes of that session (never anything found by nam
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -112,9 +113,11 @@ class RayCluster:
             "--block",
             f"--address={self.address}",
             f"--num-cpus={num_cpus}",
-            f"--resources={yaml.safe_dump(resources or {}, default_flow_style=True).strip()}",
+            f"--resources={json.dumps(resources or {})}",  # Ray parses this as JSON only
         ]
-        node = _launch(command, self.temp_dir / f"worker{len(self.workers)}.log")
+        # A joining node must present the cluster's token (Ray 2.60 turns token auth on).
+        env = {**child_env(), "RAY_AUTH_MODE": "token"}
+        node = _launch(command, self.temp_dir / f"worker{len(self.workers)}.log", env)
         self.workers.append(node)
         return node
 
@@ -127,6 +130,37 @@ class RayCluster:
         details: dict[str, Any] = response.json()
         return details
 
+    def stop_worker(self, node: RayNode) -> None:
+        """End one worker node, as a lost machine would: its raylet, replicas and proxy go."""
+        self.workers.remove(node)
+        node.stop()
+
+    def state_list(self, resource: str) -> list[dict[str, Any]]:
+        """Ray's state API over the dashboard's REST endpoint (what `ray list RESOURCE` reads)."""
+        response = httpx.get(
+            f"{self.dashboard_url}/api/v0/{resource}",
+            params={"limit": 10000},
+            headers=ray_auth_headers(),
+            timeout=30,
+        )
+        response.raise_for_status()
+        entries: list[dict[str, Any]] = response.json()["data"]["result"]["result"]
+        return entries
+
+    def wait_for_alive_nodes(self, count: int, timeout_s: float = 120) -> list[dict[str, Any]]:
+        """The ALIVE nodes once there are `count` of them (a joining worker takes seconds)."""
+        deadline = time.monotonic() + timeout_s
+        alive: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            alive = [n for n in self.state_list("nodes") if n["state"] == "ALIVE"]
+            if len(alive) == count:
+                return alive
+            for node in [self.head, *self.workers]:
+                if node.process.poll() is not None:
+                    raise RuntimeError(f"a Ray node exited:\n{node.log_tail()}")
+            time.sleep(0.5)
+        raise RuntimeError(f"expected {count} ALIVE nodes, have {alive}")
+
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop()
@@ -134,12 +168,12 @@ class RayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _launch(command: list[str], log_path: Path) -> RayNode:
+def _launch(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> RayNode:
     log_file = log_path.open("wb")
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,
-        env=child_env(),
+        env=child_env() if env is None else env,
         stdin=subprocess.DEVNULL,
         stdout=log_file,
         stderr=subprocess.STDOUT,

@@ -2,7 +2,7 @@ import pytest
 
 from serve_app.errors import RateLimited
 from serve_app.gateway_config import RateLimitConfig
-from serve_app.rate_limit import TokenBucket, RateLimiter
+from serve_app.rate_limit import RateLimiter, TokenBucket
 
 
 class FakeClock:

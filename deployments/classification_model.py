@@ -1,0 +1,94 @@
+"""The sequence classifier itself: texts in, each text's label and every label's score out.
+
+No Ray here. Scores are softmax probabilities, or per-label sigmoids for a model configured with
+`problem_type: multi_label_classification`; the label is the highest-scoring one either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from deployments.loading import ModelSource, footprint_bytes, load_pretrained, parameter_count
+
+
+@dataclass(frozen=True)
+class Classification:
+    label: str
+    score: float
+    scores: dict[str, float]  # every label, in the model's id2label order
+    tokens: int
+
+
+class ClassificationModel:
+    """Inputs longer than the model's maximum are truncated to it."""
+
+    def __init__(self, source: ModelSource, max_input_tokens: int | None = None) -> None:
+        directory = source.resolve_path()
+        self.source = source
+        self.tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        self.model, self.device, self.dtype = load_pretrained(
+            AutoModelForSequenceClassification, source
+        )
+        config = self.model.config
+        self.labels = [str(config.id2label[index]) for index in range(config.num_labels)]
+        self.multi_label = config.problem_type == "multi_label_classification"
+        limits = [
+            getattr(config, "max_position_embeddings", None),
+            _sane(self.tokenizer.model_max_length),
+            max_input_tokens,
+        ]
+        self.max_input_tokens = min(limit for limit in limits if limit)
+
+    @torch.inference_mode()
+    def probabilities(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[int]]:
+        """(texts, labels) scores and each text's token count after truncation."""
+        encoded = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_input_tokens,
+            return_tensors="pt",
+        ).to(self.device)
+        logits = self.model(**encoded).logits.float()
+        scores = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        tokens = encoded["attention_mask"].sum(dim=1).tolist()
+        return scores.cpu().numpy().astype(np.float32), tokens
+
+    def classify(self, texts: Sequence[str]) -> list[Classification]:
+        scores, tokens = self.probabilities(texts)
+        results = []
+        for row, count in zip(scores, tokens, strict=True):
+            best = int(row.argmax())
+            by_label = zip(self.labels, row, strict=True)
+            results.append(
+                Classification(
+                    label=self.labels[best],
+                    score=float(row[best]),
+                    scores={label: float(value) for label, value in by_label},
+                    tokens=int(count),
+                )
+            )
+        return results
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "labels": self.labels,
+            "multi_label": self.multi_label,
+            "max_input_tokens": self.max_input_tokens,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "quantization": self.source.quantization,
+            "parameters": parameter_count(self.model),
+            "memory_bytes": footprint_bytes(self.model),
+        }
+
+
+def _sane(model_max_length: int) -> int | None:
+    """Tokenizers without a limit report a huge sentinel (1e30); treat that as none."""
+    return model_max_length if model_max_length < 1_000_000 else None

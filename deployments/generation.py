@@ -1,0 +1,163 @@
+"""The generation deployment: one replica holds one causal LM; streamed or not, requests share
+one `generate` per batch through a generator `@serve.batch`.
+
+Each decoding step the generate thread hands the event loop one chunk slot per request; the batch
+generator yields them, and Serve routes each slot to its caller's stream. A caller that goes away
+(client disconnect) cancels its job: its row stops at the next step and the rest go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ray import serve
+
+from deployments.agreement_metrics import logits_agreement
+from deployments.batch_record import BatchRecord
+from deployments.batch_settings import BatchSettings
+from deployments.generation_model import GenerationModel
+from deployments.generation_progress import GenerationJob, RowProgress
+from deployments.generation_types import (
+    GenerationChunk,
+    GenerationOutcome,
+    GenerationRequest,
+    GenerationResult,
+)
+from deployments.loading import ModelSource
+from deployments.quantization_check import load_checked
+
+# Generation batches are long-lived: waiting a little longer to fill one pays off.
+GENERATION_BATCHING: dict[str, Any] = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
+
+BatchSlot = GenerationChunk | None | type[StopIteration]
+_OUTCOMES_KEPT = 1024
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=64,
+    health_check_period_s=10,
+)
+class GenerationDeployment:
+    def __init__(
+        self, model_name: str, source: ModelSource, max_input_tokens: int | None = None
+    ) -> None:
+        self._model_name = model_name
+        checked = load_checked(
+            source,
+            build=lambda s: GenerationModel(s, max_input_tokens),
+            probe=lambda model, texts: model.next_token_logits(texts),
+            compare=logits_agreement,
+        )
+        self._model = checked.model
+        self._agreement = checked.agreement
+        # Warm up before Serve reports the replica healthy: the first pass is the slow one.
+        warm_up = GenerationRequest("warm-up", max_tokens=1, prompt="warm-up")
+        self._model.run_batch([self._model.prepare(warm_up)], emit=lambda _: None)
+        # generate runs off the event loop so requests keep queueing while a batch runs.
+        self._generate_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._settings = BatchSettings.model_validate(GENERATION_BATCHING)
+        self._batches = BatchRecord()
+        self._batch_ids = itertools.count()
+        self._outcomes: deque[GenerationOutcome] = deque(maxlen=_OUTCOMES_KEPT)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._settings = BatchSettings.model_validate({**GENERATION_BATCHING, **user_config})
+        self._settings.apply_to(self._batched)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """The request's chunks as they are generated; call with `handle.options(stream=True)`."""
+        job = self._model.prepare(request)
+        try:
+            async for chunk in self._batched(job):
+                if chunk is None:
+                    continue
+                yield chunk
+                if chunk.finish_reason is not None:
+                    return
+        finally:
+            job.cancel()  # no-op once finished; otherwise frees the row at the next step
+
+    @property
+    def _batched(self) -> Any:
+        """`_generate_batch` as Serve wraps it: one job in, that job's slots out."""
+        return self._generate_batch  # type: ignore[misc]
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        texts: list[str] = []
+        last: GenerationChunk | None = None
+        async for chunk in self.stream(request):
+            texts.append(chunk.text)
+            last = chunk
+        if last is None or last.finish_reason is None:
+            raise RuntimeError(f"generation of {request.request_id} ended without a finish")
+        return GenerationResult(
+            text="".join(texts),
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            finish_reason=last.finish_reason,
+        )
+
+    # Serve's type hints for @serve.batch know no generator batch functions; Serve itself does.
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)  # type: ignore[arg-type]
+    async def _generate_batch(  # type: ignore[misc]
+        self, jobs: list[GenerationJob]
+    ) -> AsyncIterator[list[BatchSlot]]:
+        batch_id = next(self._batch_ids)
+        self._batches.add(len(jobs))
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[list[GenerationChunk | None] | None] = asyncio.Queue()
+
+        def emit(chunks: list[GenerationChunk | None]) -> None:
+            loop.call_soon_threadsafe(steps.put_nowait, chunks)
+
+        def record(row: RowProgress) -> None:
+            self._outcomes.append(row.outcome(batch_id))  # deque.append is thread-safe
+
+        def run() -> None:
+            try:
+                self._model.run_batch(jobs, emit, on_finish=record)
+            finally:
+                loop.call_soon_threadsafe(steps.put_nowait, None)
+
+        done = loop.run_in_executor(self._generate_pool, run)
+        ended = [False] * len(jobs)
+        while (chunks := await steps.get()) is not None:
+            slots: list[BatchSlot] = []
+            for index, chunk in enumerate(chunks):
+                slots.append(StopIteration if ended[index] else chunk)
+                if chunk is not None and chunk.finish_reason is not None:
+                    ended[index] = True
+            yield slots
+        await done  # re-raises a failed generate, which Serve hands to every caller
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "task": "generation",
+            **self._model.describe(),
+            "quantization_agreement": self._agreement.as_dict() if self._agreement else None,
+            "batching": self._settings.model_dump(),
+        }
+
+    def outcome(self, request_id: str) -> GenerationOutcome | None:
+        """How a recent request ended on this replica (None if unknown or still running)."""
+        for outcome in reversed(self._outcomes):
+            if outcome.request_id == request_id:
+                return outcome
+        return None
+
+    def batch_sizes(self) -> list[int]:
+        """Sizes of recent batches on this replica, oldest first."""
+        return self._batches.sizes()
+
+    def reset_batch_sizes(self) -> None:
+        self._batches.clear()
+
+    def ping(self) -> float:
+        return time.time()

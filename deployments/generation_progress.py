@@ -1,0 +1,139 @@
+"""Each row's progress through one shared `generate` call, checked once per decoding step.
+
+`BatchProgress` is the stopping criterion: every step it hands each row its new token, lets the
+row turn it into text (detokenizer, stop sequences, eos, max_tokens, cancellation), passes the new
+chunks to `emit`, and tells `generate` which rows are done. It runs on the generate thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria
+
+from deployments.detokenizer import IncrementalDetokenizer
+from deployments.generation_types import (
+    FinishReason,
+    GenerationChunk,
+    GenerationOutcome,
+    SamplingParams,
+)
+from deployments.stop_sequences import StopMatcher
+
+Emit = Callable[[list[GenerationChunk | None]], None]
+
+
+@dataclass
+class GenerationJob:
+    """A validated request, tokenized, ready for a batch. `cancel()` may come from any thread."""
+
+    request_id: str
+    prompt_ids: list[int]
+    max_tokens: int
+    sampling: SamplingParams
+    stop: tuple[str, ...]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class RowProgress:
+    def __init__(self, job: GenerationJob, tokenizer: Any, eos_ids: Collection[int]) -> None:
+        self.job = job
+        self._eos_ids = eos_ids
+        self._detokenizer = IncrementalDetokenizer(tokenizer)
+        self._stops = StopMatcher(job.stop)
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def advance(self, token_id: int) -> GenerationChunk | None:
+        """Take one generated token; the chunk to send, or None when there is nothing yet."""
+        if self.job.cancelled.is_set():
+            self.finish_reason = "cancelled"
+            return None  # nobody is listening any more
+        self.completion_tokens += 1
+        if token_id in self._eos_ids:
+            text, _ = self._stops.feed(self._detokenizer.flush())
+            return self._finish("stop", text)
+        text, stopped = self._stops.feed(self._detokenizer.add(token_id))
+        if stopped:
+            return self._finish("stop", text)
+        if self.completion_tokens >= self.job.max_tokens:
+            tail, stopped = self._stops.feed(self._detokenizer.flush())
+            return self._finish("stop" if stopped else "length", text + tail)
+        return self._chunk(text, None) if text else None
+
+    def end(self) -> GenerationChunk | None:
+        """`generate` returned while this row was still open: it ran out of room."""
+        if self.finished:
+            return None
+        text, stopped = self._stops.feed(self._detokenizer.flush())
+        return self._finish("stop" if stopped else "length", text)
+
+    def outcome(self, batch_id: int) -> GenerationOutcome:
+        return GenerationOutcome(
+            request_id=self.job.request_id,
+            finish_reason=self.finish_reason or "length",
+            prompt_tokens=len(self.job.prompt_ids),
+            completion_tokens=self.completion_tokens,
+            batch_id=batch_id,
+        )
+
+    def _finish(self, reason: FinishReason, text: str) -> GenerationChunk:
+        self.finish_reason = reason
+        # Text held back as a possible stop-sequence start is output after all (empty after a hit).
+        return self._chunk(text + self._stops.flush(), reason)
+
+    def _chunk(self, text: str, reason: FinishReason | None) -> GenerationChunk:
+        return GenerationChunk(
+            text=text,
+            prompt_tokens=len(self.job.prompt_ids),
+            completion_tokens=self.completion_tokens,
+            finish_reason=reason,
+        )
+
+
+class BatchProgress(StoppingCriteria):
+    """`on_finish` hears of each row as it ends, on the generate thread, before later chunks."""
+
+    def __init__(
+        self,
+        rows: Sequence[RowProgress],
+        emit: Emit,
+        on_finish: Callable[[RowProgress], None] | None = None,
+    ) -> None:
+        self.rows = list(rows)
+        self._emit = emit
+        self._on_finish = on_finish
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        tokens = input_ids[:, -1].tolist()
+        open_before = [not row.finished for row in self.rows]
+        updates = [
+            row.advance(token) if still_open else None
+            for row, token, still_open in zip(self.rows, tokens, open_before, strict=True)
+        ]
+        self._report(open_before, updates)
+        done = [row.finished for row in self.rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+    def end(self) -> None:
+        open_before = [not row.finished for row in self.rows]
+        self._report(open_before, [row.end() for row in self.rows])
+
+    def _report(self, open_before: list[bool], updates: list[GenerationChunk | None]) -> None:
+        if self._on_finish is not None:
+            for row, was_open in zip(self.rows, open_before, strict=True):
+                if was_open and row.finished:
+                    self._on_finish(row)
+        if any(update is not None for update in updates):
+            self._emit(updates)

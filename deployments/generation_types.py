@@ -1,0 +1,76 @@
+"""What crosses the Ray boundary for text generation: one request in, chunks or a result out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature 0 means greedy; `seed` makes sampling reproducible for this request alone."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One completion. Exactly one of `prompt` (raw text) or `messages` (a chat) is set.
+
+    `max_tokens_is_default` marks a max_tokens the server chose, which the replica may shorten to
+    fit the context instead of refusing the request.
+    """
+
+    request_id: str
+    max_tokens: int
+    prompt: str | None = None
+    messages: tuple[ChatMessage, ...] | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    max_tokens_is_default: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationChunk:
+    """New text since the previous chunk; the last chunk of a request has a finish_reason."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class GenerationOutcome:
+    """How a request ended on the replica, kept for operators and tests.
+
+    finish_reason "cancelled": the caller went away and its row was dropped from the batch.
+    """
+
+    request_id: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    batch_id: int

@@ -1,0 +1,65 @@
+"""Per-request sampling inside one batched `generate`: each row its own temperature, top_p, seed.
+
+transformers' `generate` takes one temperature for the whole batch, so the service samples each row
+itself in a logits processor and leaves a single finite logit; `generate` then runs greedy and
+picks exactly that token. Greedy rows (temperature 0) are left untouched, so their output is what
+plain greedy `generate` gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor
+
+from deployments.generation_types import SamplingParams
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero all but the smallest set of most likely tokens whose mass reaches `top_p` (1-D)."""
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = torch.sort(probs, descending=True)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep_sorted = mass_before < top_p  # the most likely token is always kept
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return torch.where(keep, probs, torch.zeros_like(probs))
+
+
+def sample_token(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> int:
+    """Draw one token id from 1-D `logits` at `temperature` (> 0) with nucleus `top_p`."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    probs = top_p_filter(probs, top_p)
+    return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()  # fresh entropy, independent of the global RNG
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+class PerRowSampling(LogitsProcessor):
+    """Samples each non-greedy row with its own parameters and RNG, then pins the choice."""
+
+    def __init__(self, params: Sequence[SamplingParams]) -> None:
+        self._params = list(params)
+        self._generators: dict[int, torch.Generator] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, params in enumerate(self._params):
+            if params.greedy:
+                continue
+            generator = self._generators.get(row)
+            if generator is None:
+                generator = self._generators[row] = make_generator(params.seed, scores.device)
+            token = sample_token(scores[row], params.temperature, params.top_p, generator)
+            scores[row].fill_(float("-inf"))
+            scores[row, token] = 0.0
+        return scores

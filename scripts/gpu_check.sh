@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# GPU check, for a session whose machine has a CUDA GPU. Installs nothing.
+#
+#   scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
+#
+# 1. scripts/gpu_check.py: every task (embedding, generation, classification) in fp16, int8 and
+#    nf4 on CUDA; quantization agreement against fp16 and throughput -> OUT_DIR/gpu_check.json.
+# 2. serve_config.gpu.yaml under `serve run` (unless SKIP_SERVE=1): replicas sharing the GPU by
+#    fractional num_gpus must all report a CUDA device -> OUT_DIR/models.json, serve_run.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT_DIR="${1:-${OUT:-gpu_check_out}}"
+mkdir -p "$OUT_DIR"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || echo "nvidia-smi unavailable" >&2
+status=0
+"$PYTHON" scripts/gpu_check.py --out "$OUT_DIR" || status=$?
+
+if [[ "${SKIP_SERVE:-0}" != 1 ]]; then
+  PORT="${PORT:-8000}"
+  "$PYTHON" -m ray.serve.scripts run serve_config.gpu.yaml > "$OUT_DIR/serve_run.log" 2>&1 &
+  serve_pid=$!
+  trap 'kill -INT "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
+  ready=0
+  for _ in $(seq 1 150); do  # up to ~5 minutes for Ray, the proxy and every replica
+    if curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null; then ready=1; break; fi
+    if ! kill -0 "$serve_pid" 2>/dev/null; then break; fi
+    sleep 2
+  done
+  if [[ $ready == 1 ]]; then
+    curl -sf "http://127.0.0.1:$PORT/v1/models" > "$OUT_DIR/models.json"
+    curl -sf "http://127.0.0.1:$PORT/v1/embeddings" -H 'content-type: application/json' \
+      -d '{"model": "embedder", "input": ["hello from the gpu"]}' > "$OUT_DIR/embedding.json"
+    "$PYTHON" - "$OUT_DIR/models.json" <<'PY' || status=1
+import json, sys
+models = [m for m in json.load(open(sys.argv[1]))["data"] if "device" in m]
+bad = [m["id"] for m in models if not m["device"].startswith("cuda")]
+print({m["id"]: (m["device"], m["dtype"], m["quantization"], m["memory_bytes"]) for m in models})
+sys.exit(f"not on the GPU: {bad}" if bad or not models else 0)
+PY
+  else
+    echo "serve_config.gpu.yaml did not become ready; see $OUT_DIR/serve_run.log" >&2
+    status=1
+  fi
+fi
+exit "$status"

@@ -1,0 +1,115 @@
+"""One ASGI middleware for what every request goes through: request id, API key, rate limit,
+and the per-request metrics. Pure ASGI: it adds no task or copy per request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve_app.auth import Caller, KeyStore
+from serve_app.errors import APIError, error_response
+from serve_app.metrics import IngressMetrics
+from serve_app.rate_limit import RateLimiter
+
+logger = logging.getLogger("ray.serve")
+
+REQUEST_ID_HEADER = "x-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+PROTECTED_PREFIX = "/v1/"
+# Metric labels name known routes only, so random paths cannot explode label cardinality.
+KNOWN_ROUTES = frozenset(
+    {"/v1/embeddings", "/v1/completions", "/v1/chat/completions", "/v1/classify", "/v1/models"}
+)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class GatewayMiddleware:
+    """`/v1/*` needs a key when keys are configured; `/healthz`, `/readyz` and docs stay open.
+
+    Routes report what they learn through `scope["state"]`: `model` (the model that answered)
+    and `tokens` (charged to the caller's tokens-per-minute bucket after the response).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: KeyStore,
+        limiter: RateLimiter,
+        metrics: IngressMetrics | None,
+        echo_request_id: bool,
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.limiter = limiter
+        self.metrics = metrics
+        # Serve's own proxy echoes x-request-id; outside Serve this middleware does.
+        self.echo_request_id = echo_request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_s = time.perf_counter()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        request_id = _header(scope, REQUEST_ID_HEADER.encode())
+        if request_id is None or not _SAFE_REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        state["request_id"] = request_id
+        extra_headers: list[tuple[bytes, bytes]] = []
+        if self.echo_request_id:
+            extra_headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+        status = [500]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), *extra_headers]
+            await send(message)
+
+        path: str = scope.get("path", "")
+        caller: Caller | None = None
+        try:
+            if path.startswith(PROTECTED_PREFIX):
+                caller = self._caller(scope)
+                state["caller"] = caller
+                limit_headers = self.limiter.admit(caller.key_id)
+                extra_headers += [(k.encode(), v.encode()) for k, v in limit_headers.items()]
+        except APIError as error:
+            if self.metrics is not None:
+                self.metrics.count_rejection("-", error.default_code or "refused")
+            await error_response(error)(scope, receive, send_with_headers)
+        else:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            self._after(path, state, caller, status[0], time.perf_counter() - started_s)
+
+    def _caller(self, scope: Scope) -> Caller:
+        if self.keys.enabled:
+            return self.keys.authenticate(_header(scope, b"authorization"))
+        client = scope.get("client") or ("unknown", 0)
+        return Caller(key_id=f"ip-{client[0]}")
+
+    def _after(
+        self, path: str, state: dict[str, Any], caller: Caller | None, status: int, took_s: float
+    ) -> None:
+        tokens = int(state.get("tokens", 0))
+        if caller is not None and tokens:
+            self.limiter.charge_tokens(caller.key_id, tokens)
+        if self.metrics is not None and path.startswith(PROTECTED_PREFIX):
+            model = str(state.get("model", "-"))
+            route = path if path in KNOWN_ROUTES else "other"
+            self.metrics.observe_request(model, route, status, took_s)
+            self.metrics.count_tokens(model, "in", tokens)
+            if status in (429, 503, 504):
+                self.metrics.count_rejection(model, str(status))
