@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -12,21 +9,21 @@ import numpy.typing as npt
 from ray import serve
 
 from deployments.agreement_metrics import embedding_agreement
-from deployments.batch_record import BatchRecord
-from deployments.batch_settings import BatchSettings
 from deployments.embedding_model import EmbeddingBatch, EmbeddingModel
 from deployments.loading import ModelSource
 from deployments.quantization_check import load_checked
+from deployments.replica_base import MODEL_RUNTIME_ENV, ModelReplica
+from deployments.replica_stats import Timed
 
 EmbeddedText = tuple[npt.NDArray[np.float32], int]
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 1},
+    ray_actor_options={"num_cpus": 1, "runtime_env": MODEL_RUNTIME_ENV},
     max_ongoing_requests=256,
     health_check_period_s=10,
 )
-class EmbeddingDeployment:
+class EmbeddingDeployment(ModelReplica):
     """Embeds texts; concurrent requests share forward passes through `@serve.batch`.
 
     A request's inputs enter the batch queue one text per item, at most `max_batch_size` at a
@@ -36,7 +33,6 @@ class EmbeddingDeployment:
     def __init__(
         self, model_name: str, source: ModelSource, max_input_tokens: int | None = None
     ) -> None:
-        self._model_name = model_name
         checked = load_checked(
             source,
             build=lambda s: EmbeddingModel(s, max_input_tokens),
@@ -47,32 +43,26 @@ class EmbeddingDeployment:
         self._agreement = checked.agreement
         # Warm up before Serve reports the replica healthy: the first pass is the slow one.
         self._model.embed(["warm-up"])
-        # Forward passes run off the event loop so requests keep queueing while a batch runs.
-        self._forward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
-        self._settings = BatchSettings()
-        self._batches = BatchRecord()
+        self._init_replica(model_name)
+        self._passes = self._merged_forward(self._embed_rows)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self._settings = BatchSettings.from_user_config(user_config)
-        self._settings.apply_to(self._embed_batch)
+    def _batch_method(self) -> Any:
+        return self._embed_batch
 
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
-        results: list[EmbeddedText] = []
-        step = self._settings.max_batch_size
-        for start in range(0, len(texts), step):
-            chunk = texts[start : start + step]
-            results.extend(await asyncio.gather(*(self._embed_batch(text) for text in chunk)))
+        results = await self._each(texts, self._embed_batch)
         return EmbeddingBatch(
             vectors=np.stack([vector for vector, _ in results]),
             token_counts=[count for _, count in results],
         )
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed_batch(self, texts: list[str]) -> list[EmbeddedText]:
-        self._batches.add(len(texts))
-        loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(self._forward_pool, self._model.embed, texts)
+    def _embed_rows(self, texts: list[str]) -> list[EmbeddedText]:
+        batch = self._model.embed(texts)
         return list(zip(batch.vectors, batch.token_counts, strict=True))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=8)
+    async def _embed_batch(self, texts: list[Timed[str]]) -> list[EmbeddedText]:
+        return await self._forward(self._passes, texts)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -81,15 +71,3 @@ class EmbeddingDeployment:
             "quantization_agreement": self._agreement.as_dict() if self._agreement else None,
             "batching": self._settings.model_dump(),
         }
-
-    def batch_sizes(self) -> list[int]:
-        """Sizes of recent forward passes on this replica, oldest first."""
-        return self._batches.sizes()
-
-    def reset_batch_sizes(self) -> None:
-        self._batches.clear()
-
-    def replica_info(self) -> dict[str, object]:
-        """Which process answers: for tests and operators checking restarts."""
-        context = serve.get_replica_context()
-        return {"pid": os.getpid(), "replica_id": context.replica_id.unique_id}

@@ -13,13 +13,11 @@ import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ray import serve
 
 from deployments.agreement_metrics import logits_agreement
-from deployments.batch_record import BatchRecord
 from deployments.batch_settings import BatchSettings
 from deployments.generation_model import GenerationModel
 from deployments.generation_progress import GenerationJob, RowProgress
@@ -31,6 +29,7 @@ from deployments.generation_types import (
 )
 from deployments.loading import ModelSource
 from deployments.quantization_check import load_checked
+from deployments.replica_base import MODEL_RUNTIME_ENV, ModelReplica
 
 # Generation batches are long-lived: waiting a little longer to fill one pays off.
 GENERATION_BATCHING: dict[str, Any] = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
@@ -40,15 +39,14 @@ _OUTCOMES_KEPT = 1024
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 1},
+    ray_actor_options={"num_cpus": 1, "runtime_env": MODEL_RUNTIME_ENV},
     max_ongoing_requests=64,
     health_check_period_s=10,
 )
-class GenerationDeployment:
+class GenerationDeployment(ModelReplica):
     def __init__(
         self, model_name: str, source: ModelSource, max_input_tokens: int | None = None
     ) -> None:
-        self._model_name = model_name
         checked = load_checked(
             source,
             build=lambda s: GenerationModel(s, max_input_tokens),
@@ -60,10 +58,7 @@ class GenerationDeployment:
         # Warm up before Serve reports the replica healthy: the first pass is the slow one.
         warm_up = GenerationRequest("warm-up", max_tokens=1, prompt="warm-up")
         self._model.run_batch([self._model.prepare(warm_up)], emit=lambda _: None)
-        # generate runs off the event loop so requests keep queueing while a batch runs.
-        self._generate_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
-        self._settings = BatchSettings.model_validate(GENERATION_BATCHING)
-        self._batches = BatchRecord()
+        self._init_replica(model_name, BatchSettings.model_validate(GENERATION_BATCHING))
         self._batch_ids = itertools.count()
         self._outcomes: deque[GenerationOutcome] = deque(maxlen=_OUTCOMES_KEPT)
 
@@ -110,7 +105,7 @@ class GenerationDeployment:
         self, jobs: list[GenerationJob]
     ) -> AsyncIterator[list[BatchSlot]]:
         batch_id = next(self._batch_ids)
-        self._batches.add(len(jobs))
+        started_at = time.monotonic()
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue[list[GenerationChunk | None] | None] = asyncio.Queue()
 
@@ -126,7 +121,7 @@ class GenerationDeployment:
             finally:
                 loop.call_soon_threadsafe(steps.put_nowait, None)
 
-        done = loop.run_in_executor(self._generate_pool, run)
+        done = loop.run_in_executor(self._forward_pool, run)
         ended = [False] * len(jobs)
         while (chunks := await steps.get()) is not None:
             slots: list[BatchSlot] = []
@@ -136,6 +131,8 @@ class GenerationDeployment:
                     ended[index] = True
             yield slots
         await done  # re-raises a failed generate, which Serve hands to every caller
+        # Queue wait is not tracked per job here: latency is the batch's generation time.
+        self._observer.observe([started_at] * len(jobs), started_at, time.monotonic())
 
     def describe(self) -> dict[str, object]:
         return {
@@ -151,13 +148,3 @@ class GenerationDeployment:
             if outcome.request_id == request_id:
                 return outcome
         return None
-
-    def batch_sizes(self) -> list[int]:
-        """Sizes of recent batches on this replica, oldest first."""
-        return self._batches.sizes()
-
-    def reset_batch_sizes(self) -> None:
-        self._batches.clear()
-
-    def ping(self) -> float:
-        return time.time()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from ray.exceptions import RayActorError, RayError
@@ -73,12 +73,22 @@ class HandleBackend:
             return None
         return card
 
+    async def _retry_once(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Idempotent calls are sent again once when their replica died under them."""
+        try:
+            return await call()
+        except RayActorError:
+            logger.warning("a replica of %s died during a call; retrying once", self._model_name)
+            return await call()
+
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
-        if self._coalescer is None:
-            batch: EmbeddingBatch = await self._call("embed", texts)
-            return batch
+        coalescer = self._coalescer
+        if coalescer is None:
+            return await _translate_failures(
+                self._retry_once(lambda: self._handle.embed.remote(texts)), self._model_name
+            )
         return await _translate_failures(
-            self._coalescer.embed(self._handle, texts), self._model_name
+            self._retry_once(lambda: coalescer.embed(self._handle, texts)), self._model_name
         )
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -101,7 +111,9 @@ class HandleBackend:
             responses.cancel()
 
     async def classify(self, texts: list[str]) -> list[Classification]:
-        results: list[Classification] = await self._call("classify", texts)
+        results: list[Classification] = await _translate_failures(
+            self._retry_once(lambda: self._handle.classify.remote(texts)), self._model_name
+        )
         return results
 
 

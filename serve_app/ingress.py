@@ -12,6 +12,7 @@ from serve_app.api import build_api
 from serve_app.backends import HandleBackend
 from serve_app.coalescer import EmbeddingCoalescer
 from serve_app.config import AppArgs
+from serve_app.metrics import IngressMetrics
 from serve_app.registry import ModelRegistry, ServedModel
 
 logger = logging.getLogger(__name__)
@@ -31,4 +32,15 @@ class Ingress:
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_api(self._registry, self._args)
+        return build_api(
+            self._registry,
+            self._args,
+            metrics=IngressMetrics(),
+            echo_request_id=False,  # Serve's proxy (or HAProxy) already echoes x-request-id
+            replica_count=_ingress_replica_count,
+        )
+
+
+def _ingress_replica_count() -> int:
+    """How many ingress replicas share the rate limits (each enforces its share)."""
+    return max(1, serve.get_replica_context().world_size)

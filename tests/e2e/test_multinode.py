@@ -5,9 +5,14 @@ started with `ray start --address=...` (1 CPU and a custom resource only it has)
 this machine in their own process sessions; the worker is stopped by ending exactly its
 session's processes, as if its machine went away. Requests go to 127.0.0.1 only.
 
-Capacity arithmetic (what the assertions rely on):
-- head: 3 CPUs = Ingress (0.25) + two model replicas (1 CPU each) + 0.75 spare;
-- worker: 1 CPU = one model replica.
+The variants deployed are serve_config.yaml with three edits, made here: the Ingress pinned
+to the head (Ray's built-in `node:__internal_head__` resource), the model deployment's
+replica count fixed (its autoscaling bounds set to min = max, so the project's policy still
+runs), and http_options on 127.0.0.1 and a free port. Resources stay as the file says.
+
+Capacity arithmetic (what the assertions rely on), with the file's CPUs per replica:
+- head: 3 CPUs hold the Ingress and at least two model replicas;
+- worker: 1 CPU holds one model replica.
 With 2 model replicas Serve's SPREAD placement puts one on each node; when the worker goes,
 the head's replica keeps serving and Serve starts the lost one again on the head.
 """
@@ -26,16 +31,19 @@ import pytest
 import yaml
 
 from benchmarks.service_process import free_port
-from tests.e2e.ray_cluster import RayCluster, config_copy, start_head, venv_tool
+from tests.e2e.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
+
+Config = dict[str, Any]
 
 MODEL = "all-MiniLM-L6-v2"
 HEAD_CPUS = 3
 WORKER_CPUS = 1
-WORKER_RESOURCE = "worker_only"  # a custom resource only the worker node has
+ADDED_WORKER_CPUS = 2  # the node that joins in the pending-replicas test
+WORKER_RESOURCE = "worker_only"  # a custom resource only the first worker node has
+WANTED_REPLICAS = 6  # more than the cluster holds
 RESCHEDULE_LIMIT_S = 120.0  # replica lost with its node -> RUNNING again on the head
+PENDING_REPORT_LIMIT_S = 150.0  # Serve reports unplaced replicas after 30 s
 REQUEST_TIMEOUT_S = 30.0
-
-Config = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +70,17 @@ def _deployment(config: Config, name: str) -> Config:
     return next(d for d in deployments if d["name"] == name)
 
 
+SERVE_CONFIG: Config = yaml.safe_load((REPO_ROOT / "serve_config.yaml").read_text())
+INGRESS_CPUS = float(_deployment(SERVE_CONFIG, "Ingress")["ray_actor_options"]["num_cpus"])
+MODEL_CPUS = float(_deployment(SERVE_CONFIG, MODEL)["ray_actor_options"]["num_cpus"])
+
+
+def replicas_fitting(node_cpus: float, is_head: bool) -> int:
+    """Model replicas a node holds; the head also holds the Ingress."""
+    free = node_cpus - (INGRESS_CPUS if is_head else 0.0)
+    return int((free + 1e-9) // MODEL_CPUS)
+
+
 def ingress_on_head(config: Config) -> None:
     """Pin the Ingress to the head with Ray's built-in head-node resource, so losing the worker
     loses model replicas only. (On KubeRay the head usually runs no replicas; there you give
@@ -71,9 +90,18 @@ def ingress_on_head(config: Config) -> None:
 
 
 def model_replicas(count: int) -> Callable[[Config], None]:
+    """Exactly `count` model replicas: autoscaling bounds min = max = count, if it autoscales."""
+
     def edit(config: Config) -> None:
         ingress_on_head(config)
-        _deployment(config, MODEL)["num_replicas"] = count
+        model = _deployment(config, MODEL)
+        autoscaling = model.get("autoscaling_config")
+        if autoscaling is None:
+            model["num_replicas"] = count
+        else:
+            autoscaling.update(min_replicas=count, max_replicas=count)
+            autoscaling.pop("initial_replicas", None)
+            model.pop("num_replicas", None)
 
     return edit
 
@@ -148,6 +176,7 @@ class Prober:
     base: str
     pause_s: float = 0.1
     results: list[tuple[float, int]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # the bodies of answers other than 200
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -166,9 +195,13 @@ class Prober:
         while not self._stop.is_set():
             sent = time.monotonic()
             try:
-                status = embed(self.base, f"probe {count}").status_code
-            except httpx.HTTPError:
+                response = embed(self.base, f"probe {count}")
+                status = response.status_code
+                if status != 200:
+                    self.failures.append(f"{status} {response.text[:300]}")
+            except httpx.HTTPError as exc:
                 status = 0
+                self.failures.append(repr(exc))
             self.results.append((sent, status))
             count += 1
             self._stop.wait(self.pause_s)
@@ -184,6 +217,8 @@ class Prober:
 def test_replicas_span_nodes_and_survive_losing_the_worker(
     cluster: RayCluster, port: int, tmp_path: Path
 ) -> None:
+    assert replicas_fitting(HEAD_CPUS, is_head=True) >= 2, "the head must hold 2 replicas"
+    assert replicas_fitting(WORKER_CPUS, is_head=False) >= 1, "the worker must hold 1 replica"
     head, worker = node_ids(cluster)
     base = f"http://127.0.0.1:{port}"
     deploy(cluster, config_copy(tmp_path / "two_replicas.yaml", port, model_replicas(2)))
@@ -219,5 +254,69 @@ def test_replicas_span_nodes_and_survive_losing_the_worker(
     print(f"probes: {len(prober.results)}; during stop: {during[: len(during) - len(after)]}")
     print(f"after: {len(after)} requests, failures {[s for s in after if s != 200]}")
     assert after, "the prober sent nothing after the worker stopped"
-    assert all(status == 200 for status in after), after
+    assert all(status == 200 for status in after), prober.failures
     assert app_running(cluster)
+
+
+def replica_capacity(cluster: RayCluster) -> int:
+    """Model replicas the ALIVE nodes hold together."""
+    alive = [n for n in cluster.state_list("nodes") if n["state"] == "ALIVE"]
+    return sum(
+        replicas_fitting(float(n["resources_total"]["CPU"]), bool(n["is_head_node"])) for n in alive
+    )
+
+
+@pytest.mark.timeout(360)
+def test_scaling_past_the_cluster_leaves_replicas_pending_and_keeps_serving(
+    cluster: RayCluster, port: int, tmp_path: Path
+) -> None:
+    base = f"http://127.0.0.1:{port}"
+    capacity = replica_capacity(cluster)
+    assert 1 <= capacity < WANTED_REPLICAS
+    deploy(cluster, config_copy(tmp_path / "many.yaml", port, model_replicas(WANTED_REPLICAS)))
+
+    # Replicas that fit start; the rest wait for resources. After 30 s Serve says so, in
+    # words the operator sees in `serve status` (and the autoscaler sees as resource demand).
+    def settled_pending() -> bool:
+        message = deployment_details(cluster)["message"]
+        return len(running_nodes(cluster)) == capacity and "to be scheduled" in message
+
+    waited_s = wait_for(
+        "pending replicas reported", settled_pending, PENDING_REPORT_LIMIT_S, cluster
+    )
+    print(f"{capacity} of {WANTED_REPLICAS} replicas RUNNING, rest pending, after {waited_s:.1f}s")
+
+    status = serve_status(cluster)["applications"]["default"]
+    model = status["deployments"][MODEL]
+    print(f"serve status: app {status['status']}, {MODEL} {model['status']}: {model['message']}")
+    assert status["status"] == "DEPLOYING"
+    assert model["status"] == "UPSCALING"
+    assert "waiting for the cluster to auto-scale" in model["message"]
+    assert model["replica_states"] == {
+        "RUNNING": capacity,
+        "STARTING": WANTED_REPLICAS - capacity,
+    }
+    # Ray's view: the replicas Serve could not place are actors waiting for a node, which is
+    # the resource demand a cluster autoscaler reads.
+    pending_actors = [
+        a
+        for a in cluster.state_list("actors")
+        if a["state"] == "PENDING_CREATION" and a["class_name"].endswith(f":{MODEL}")
+    ]
+    assert len(pending_actors) == WANTED_REPLICAS - capacity
+    for i in range(8):
+        response = embed(base, f"while pending {i}")
+        assert response.status_code == 200, response.text
+
+    # A new node is what the cluster autoscaler (KubeRay) would add: pending replicas land on it.
+    cluster.add_worker(ADDED_WORKER_CPUS)
+    placed = capacity + replicas_fitting(ADDED_WORKER_CPUS, is_head=False)
+    added_s = wait_for(
+        "pending replicas placed on the new node",
+        lambda: len(running_nodes(cluster)) == min(placed, WANTED_REPLICAS),
+        PENDING_REPORT_LIMIT_S,
+        cluster,
+    )
+    print(f"a {ADDED_WORKER_CPUS}-CPU node joined: {placed} replicas RUNNING {added_s:.1f}s later")
+    response = embed(base, "after the new node")
+    assert response.status_code == 200, response.text

@@ -1,0 +1,79 @@
+"""What every model replica shares: batching knobs from `user_config`, a forward-pass thread,
+the batch observer (own record, autoscaling stats, metrics) and the introspection methods."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ray import serve
+
+from deployments.batch_observer import BatchObserver
+from deployments.batch_settings import BatchSettings
+from deployments.forward_merger import ForwardMerger
+from deployments.replica_stats import Timed
+
+# torch's OpenMP threads spin while they wait; on cores shared with the ingress and Ray that
+# spinning steals the CPU the other processes need. Passive waiting keeps the threads useful.
+# It must be in the environment before torch loads, hence the replica's runtime_env.
+MODEL_RUNTIME_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class ModelReplica:
+    def _init_replica(self, model_name: str, settings: BatchSettings | None = None) -> None:
+        self._model_name = model_name
+        # Forward passes run off the event loop so requests keep queueing while a batch runs.
+        self._forward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self._settings = settings or BatchSettings()
+        self._observer = BatchObserver(model_name)
+
+    def _batch_method(self) -> Any:
+        """The replica's `@serve.batch` method, whose knobs `reconfigure` sets."""
+        raise NotImplementedError
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._settings = BatchSettings.from_user_config(user_config)
+        self._settings.apply_to(self._batch_method())
+
+    async def _each(
+        self, items: Sequence[In], submit: Callable[[Timed[In]], Awaitable[Out]]
+    ) -> list[Out]:
+        """Submit items to the batch queue one per entry, at most `max_batch_size` at a time,
+        so one large request takes turns with everyone else instead of holding the model."""
+        results: list[Out] = []
+        step = self._settings.max_batch_size
+        for start in range(0, len(items), step):
+            now = time.monotonic()
+            chunk = items[start : start + step]
+            results.extend(await asyncio.gather(*(submit(Timed(i, now)) for i in chunk)))
+        return results
+
+    def _merged_forward(self, run: Callable[[list[In]], list[Out]]) -> ForwardMerger[In, Out]:
+        """Forward passes of `run` on the forward thread, merging batches that wait for it."""
+        return ForwardMerger(self._forward_pool, run, self._observer.observe, time.monotonic)
+
+    async def _forward(self, merger: ForwardMerger[In, Out], batch: list[Timed[In]]) -> list[Out]:
+        # Passes may merge several of Serve's batches, up to the replica's batch size.
+        return await merger.submit(batch, self._settings.max_batch_size)
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        return self._observer.autoscaling_stats()
+
+    def batch_sizes(self) -> list[int]:
+        """Sizes of recent forward passes on this replica, oldest first."""
+        return self._observer.record.sizes()
+
+    def reset_batch_sizes(self) -> None:
+        self._observer.record.clear()
+
+    def replica_info(self) -> dict[str, object]:
+        """Which process answers: for tests and operators checking restarts and failures."""
+        context = serve.get_replica_context()
+        return {"pid": os.getpid(), "replica_id": context.replica_id.unique_id}
