@@ -1,0 +1,187 @@
+"""The gateway around the routes: keys, rate limits, request ids, deadlines, fallback, cache."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from deployments.embedding_model import EmbeddingBatch
+from serve_app.api import build_api
+from serve_app.config import AppArgs, ModelSpec
+from serve_app.errors import Overloaded
+from serve_app.registry import ModelRegistry, ServedModel
+from tests.fakes import FakeEmbeddingBackend
+
+MODEL = "minilm"
+
+
+def client_for(
+    gateway: dict[str, Any] | None = None,
+    backends: dict[str, Any] | None = None,
+    specs: list[dict[str, Any]] | None = None,
+    environ: dict[str, str] | None = None,
+) -> TestClient:
+    spec_dicts = specs or [{"name": MODEL, "task": "embedding", "path": "/unused"}]
+    backends = backends or {}
+    models = [
+        ServedModel(
+            spec=ModelSpec.model_validate(spec),
+            backend=backends.get(spec["name"]) or FakeEmbeddingBackend(),
+        )
+        for spec in spec_dicts
+    ]
+    args = AppArgs.model_validate({"models": spec_dicts, "gateway": gateway or {}})
+    api = build_api(ModelRegistry(models), args, environ=environ or {})
+    return TestClient(api, raise_server_exceptions=False)
+
+
+def embed(client: TestClient, headers: dict[str, str] | None = None, text: str = "x") -> Any:
+    return client.post(
+        "/v1/embeddings", json={"model": MODEL, "input": text}, headers=headers or {}
+    )
+
+
+KEYED = {"auth": {"api_keys_env": "KEYS"}}
+
+
+def test_with_keys_every_v1_route_needs_one() -> None:
+    client = client_for(KEYED, environ={"KEYS": "sk-one,sk-two"})
+    missing = embed(client)
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "missing_api_key"
+    assert embed(client, {"Authorization": "Bearer sk-nope"}).json()["error"]["code"] == (
+        "invalid_api_key"
+    )
+    assert client.get("/v1/models").status_code == 401
+    assert embed(client, {"Authorization": "Bearer sk-two"}).status_code == 200
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_without_keys_the_service_is_open() -> None:
+    assert embed(client_for()).status_code == 200
+
+
+def test_request_rate_limit_is_per_key_with_openai_headers() -> None:
+    gateway = {**KEYED, "rate_limits": {"requests_per_s": 0.001, "burst_requests": 2}}
+    client = client_for(gateway, environ={"KEYS": "sk-a,sk-b"})
+    first = embed(client, {"Authorization": "Bearer sk-a"})
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert embed(client, {"Authorization": "Bearer sk-a"}).status_code == 200
+    limited = embed(client, {"Authorization": "Bearer sk-a"})
+    assert limited.status_code == 429
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    assert int(limited.headers["retry-after"]) >= 1
+    assert embed(client, {"Authorization": "Bearer sk-b"}).status_code == 200
+
+
+def test_tokens_per_minute_are_charged_from_real_usage() -> None:
+    client = client_for({"rate_limits": {"tokens_per_min": 10}})
+    long_text = " ".join(["word"] * 20)  # the fake counts 22 tokens
+    assert embed(client, text=long_text).status_code == 200
+    limited = embed(client)
+    assert limited.status_code == 429
+    assert "tokens per minute" in limited.json()["error"]["message"]
+
+
+def test_request_id_is_honoured_or_generated() -> None:
+    client = client_for()
+    assert embed(client, {"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    generated = embed(client).headers["x-request-id"]
+    assert len(generated) == 32
+    assert embed(client, {"x-request-id": "bad id\n"}).headers["x-request-id"] != "bad id\n"
+    assert client.get("/v1/nothing").headers["x-request-id"]
+
+
+class SlowBackend(FakeEmbeddingBackend):
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.cancelled = 0
+
+    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        try:
+            await asyncio.sleep(self.delay_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return await super().embed(texts)
+
+
+def test_a_request_past_its_deadline_gets_504_and_its_work_is_cancelled() -> None:
+    slow = SlowBackend(delay_s=5)
+    client = client_for(backends={MODEL: slow})
+    response = embed(client, {"x-request-timeout": "0.1"})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert slow.cancelled == 1
+    bad = embed(client, {"x-request-timeout": "soon"})
+    assert bad.status_code == 400
+
+
+def test_the_default_deadline_comes_from_the_config() -> None:
+    client = client_for({"request_timeout_s": 0.1}, backends={MODEL: SlowBackend(delay_s=5)})
+    assert embed(client).status_code == 504
+
+
+FALLBACK_SPECS = [
+    {"name": "big", "task": "embedding", "path": "/unused", "fallback": "small"},
+    {"name": "small", "task": "embedding", "path": "/unused"},
+]
+
+
+def test_a_full_primary_degrades_to_its_fallback_and_says_so() -> None:
+    client = client_for(
+        backends={"big": FakeEmbeddingBackend(error=Overloaded("full"))},
+        specs=FALLBACK_SPECS,
+    )
+    response = client.post("/v1/embeddings", json={"model": "big", "input": "x"})
+    assert response.status_code == 200
+    assert response.json()["model"] == "small"
+    assert response.headers["x-fallback-from"] == "big"
+    assert response.headers["x-fallback-reason"] == "queue_full"
+
+
+def test_when_the_fallback_is_full_too_the_client_gets_503() -> None:
+    client = client_for(
+        backends={
+            "big": FakeEmbeddingBackend(error=Overloaded("full")),
+            "small": FakeEmbeddingBackend(error=Overloaded("full too")),
+        },
+        specs=FALLBACK_SPECS,
+    )
+    response = client.post("/v1/embeddings", json={"model": "big", "input": "x"})
+    assert response.status_code == 503
+    assert "retry-after" in response.headers
+
+
+def test_repeated_inputs_are_served_from_the_cache_with_identical_results() -> None:
+    backend = FakeEmbeddingBackend()
+    client = client_for(backends={MODEL: backend})
+    first = client.post("/v1/embeddings", json={"model": MODEL, "input": ["a", "b", "a"]})
+    second = client.post("/v1/embeddings", json={"model": MODEL, "input": ["b", "c", "a"]})
+    assert backend.calls == [["a", "b"], ["c"]]  # each distinct text reaches the model once
+    by_text = {t: d["embedding"] for t, d in zip("aba", first.json()["data"], strict=True)}
+    second_data = second.json()["data"]
+    assert np.allclose(second_data[0]["embedding"], by_text["b"])
+    assert np.allclose(second_data[2]["embedding"], by_text["a"])
+    assert first.json()["usage"]["prompt_tokens"] == 9
+    assert second.json()["usage"]["prompt_tokens"] == 9
+
+
+def test_the_cache_can_be_turned_off_per_model_and_globally() -> None:
+    backend = FakeEmbeddingBackend()
+    specs = [{"name": MODEL, "task": "embedding", "path": "/unused", "cache": False}]
+    client = client_for(backends={MODEL: backend}, specs=specs)
+    embed(client)
+    embed(client)
+    assert backend.calls == [["x"], ["x"]]
+    backend = FakeEmbeddingBackend()
+    client = client_for({"cache": {"enabled": False}}, backends={MODEL: backend})
+    embed(client)
+    embed(client)
+    assert len(backend.calls) == 2
