@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,18 +16,59 @@ import pytest
 import yaml
 
 from benchmarks.service_process import free_port
-from tests.e2e.ray_cluster import RayCluster, config_copy, start_head, venv_tool
+from tests.e2e.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
 
 MODEL = "all-MiniLM-L6-v2"
+_http_bases: list[str] = []  # where the deploy test's application answers, for later tests
+
+
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RayCluster]:
-    cluster = start_head(num_cpus=4)
+    cluster = start_head(num_cpus=4, metrics_export_port=METRICS_PORT)
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+class BoundedLoad:
+    """A few clients posting embeddings in a thread until stopped; counts every outcome."""
+
+    def __init__(self, base: str, clients: int = 4, max_requests: int = 5000) -> None:
+        self.base = base
+        self.clients = clients
+        self.max_requests = max_requests
+        self.statuses: list[int | str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _client(self, http: httpx.AsyncClient, index: int) -> None:
+        sent = 0
+        while not self._stop.is_set() and len(self.statuses) < self.max_requests:
+            text = f"client {index} request {sent} during a redeploy"
+            sent += 1
+            try:
+                response = await http.post(
+                    f"{self.base}/v1/embeddings", json={"model": MODEL, "input": text}
+                )
+                self.statuses.append(response.status_code)
+            except httpx.HTTPError as exc:
+                self.statuses.append(type(exc).__name__)
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            await asyncio.gather(*(self._client(http, i) for i in range(self.clients)))
+
+    def __enter__(self) -> BoundedLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
 
 
 def serve_status(cluster: RayCluster) -> dict[str, Any]:
@@ -69,6 +114,7 @@ def test_serve_deploy_runs_and_reconfigures_live(cluster: RayCluster, tmp_path: 
     assert deployments[MODEL]["status"] == "HEALTHY"
 
     base = f"http://127.0.0.1:{port}"
+    _http_bases.append(base)
     response = httpx.post(
         f"{base}/v1/embeddings", json={"model": MODEL, "input": "deployed on a cluster"}, timeout=60
     )
@@ -80,17 +126,75 @@ def test_serve_deploy_runs_and_reconfigures_live(cluster: RayCluster, tmp_path: 
         model = next(d for d in config["applications"][0]["deployments"] if d["name"] == MODEL)
         model["user_config"]["max_batch_size"] = 8
 
-    deploy(cluster, config_copy(tmp_path / "serve_config_v2.yaml", port, smaller_batches))
-    deadline = time.monotonic() + 120
-    batching: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        [card] = httpx.get(f"{base}/v1/models", timeout=30).json()["data"]
-        batching = card.get("batching", {})
-        if batching.get("max_batch_size") == 8:
-            break
-        time.sleep(1)
+    with BoundedLoad(base) as load:  # requests in flight while the new config rolls out
+        time.sleep(2)
+        deploy(cluster, config_copy(tmp_path / "serve_config_v2.yaml", port, smaller_batches))
+        deadline = time.monotonic() + 120
+        batching: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            [card] = httpx.get(f"{base}/v1/models", timeout=30).json()["data"]
+            batching = card.get("batching", {})
+            if batching.get("max_batch_size") == 8:
+                break
+            time.sleep(1)
+        time.sleep(2)
     assert batching.get("max_batch_size") == 8
+    assert len(load.statuses) > 20
+    assert set(load.statuses) == {200}, Counter(load.statuses)  # nothing failed or was dropped
     [after] = model_replicas(cluster)
     assert after["replica_id"] == before["replica_id"]  # reconfigured in place, not restarted
     assert after["pid"] == before["pid"]
     assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+
+
+def scrape(cluster: RayCluster) -> str:
+    return httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=30).text
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}\{{(.*)\}} ([0-9.e+-]+)$", line)
+        if match and all(f'{k}="{v}"' in match.group(1) for k, v in labels.items()):
+            total += float(match.group(2))
+    return total
+
+
+@pytest.mark.timeout(300)
+def test_custom_metrics_reach_prometheus(cluster: RayCluster) -> None:
+    """Runs after the deploy test: the application is up and has served traffic."""
+    base = next(iter(_http_bases))
+    for i in range(20):
+        httpx.post(f"{base}/v1/embeddings", json={"model": MODEL, "input": f"metric {i}"})
+    httpx.post(f"{base}/v1/embeddings", json={"model": "missing", "input": "x"})
+    deadline = time.monotonic() + 120
+    text = ""
+    while time.monotonic() < deadline:
+        text = scrape(cluster)
+        if metric_total(text, "ray_inference_requests_total", status="404") >= 1:
+            break
+        time.sleep(2)
+    ok = metric_total(text, "ray_inference_requests_total", model=MODEL, status="200")
+    assert ok >= 20
+    assert metric_total(text, "ray_inference_requests_total", status="404") >= 1
+    assert metric_total(text, "ray_inference_request_latency_s_count", model=MODEL) >= ok
+    assert metric_total(text, "ray_inference_tokens_total", model=MODEL, direction="in") > 0
+    assert metric_total(text, "ray_inference_embedding_cache_total", result="miss") >= 20
+    passes = metric_total(text, "ray_inference_batch_size_count", model=MODEL)
+    inputs = metric_total(text, "ray_inference_batch_size_sum", model=MODEL)
+    assert 1 <= passes <= inputs
+    # Each histogram is exported on its own schedule: compare orders, not exact counts.
+    assert metric_total(text, "ray_inference_forward_s_count", model=MODEL) >= 1
+    assert metric_total(text, "ray_inference_batch_queue_wait_s_count", model=MODEL) >= passes
+    # The Grafana dashboard is built on these names and Serve's own; all must exist.
+    # Counters of rare events appear after their first event; those must at least be declared.
+    dashboard = (REPO_ROOT / "deploy" / "grafana" / "serve-inference.json").read_text()
+    declared = (REPO_ROOT / "serve_app" / "metrics.py").read_text()
+    rare = {"ray_inference_fallbacks_total", "ray_inference_rejections_total"}
+    for name in sorted(set(re.findall(r"ray_[a-z_]+", dashboard))):
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        if family in rare:
+            assert f'"{family.removeprefix("ray_").removesuffix("_total")}_total"' in declared
+        else:
+            assert family in text, f"dashboard metric {name} is not exported"
