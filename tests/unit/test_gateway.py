@@ -185,3 +185,26 @@ def test_the_cache_can_be_turned_off_per_model_and_globally() -> None:
     embed(client)
     embed(client)
     assert len(backend.calls) == 2
+
+
+def test_a_deliberately_slow_primary_sheds_to_its_fallback_by_latency() -> None:
+    specs = [
+        {
+            "name": "big",
+            "task": "embedding",
+            "path": "/unused",
+            "fallback": "small",
+            "latency_target_ms": 20,
+        },
+        {"name": "small", "task": "embedding", "path": "/unused"},
+    ]
+    slow = SlowBackend(delay_s=0.05)
+    client = client_for(backends={"big": slow}, specs=specs)
+    answered_by = [
+        client.post("/v1/embeddings", json={"model": "big", "input": f"t{i}"}).json()["model"]
+        for i in range(8)
+    ]
+    assert answered_by[:5] == ["big"] * 5  # judged on five recent samples
+    assert answered_by[5:] == ["small"] * 3
+    last = client.post("/v1/embeddings", json={"model": "big", "input": "again"})
+    assert last.headers["x-fallback-reason"] == "latency"
