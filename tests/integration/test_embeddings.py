@@ -179,3 +179,15 @@ def test_models_and_readiness(base_url: str) -> None:
     assert card["dtype"] == "float32"
     assert card["parameters"] == 22_713_216
     assert card["memory_bytes"] > 22_713_216 * 4 - 1
+
+
+def test_request_id_is_echoed_once_through_serve(base_url: str) -> None:
+    response = httpx.post(
+        f"{base_url}/v1/embeddings",
+        json={"model": MODEL, "input": "trace me"},
+        headers={"x-request-id": "client-chosen-id-42"},
+    )
+    assert response.headers.get_list("x-request-id") == ["client-chosen-id-42"]
+    generated = httpx.get(f"{base_url}/v1/models").headers.get_list("x-request-id")
+    assert len(generated) == 1
+    assert generated[0]
