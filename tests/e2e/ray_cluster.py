@@ -165,7 +165,7 @@ class RayCluster:
         for worker in self.workers:
             worker.stop()
         self.head.stop()
-        shutil.copytree(self.temp_dir, "/tmp/mn_debug_logs", dirs_exist_ok=True, symlinks=True, ignore=shutil.ignore_patterns("sockets", "runtime_resources", "*.so")); shutil.rmtree(self.temp_dir, ignore_errors=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def _launch(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> RayNode:

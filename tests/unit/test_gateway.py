@@ -188,7 +188,7 @@ def test_the_cache_can_be_turned_off_per_model_and_globally() -> None:
 
 
 def test_a_deliberately_slow_primary_sheds_to_its_fallback_by_latency() -> None:
-    specs = [
+    specs: list[dict[str, Any]] = [
         {
             "name": "big",
             "task": "embedding",
