@@ -22,7 +22,9 @@ def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
         return probs
     sorted_probs, order = torch.sort(probs, descending=True)
     mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-    keep_sorted = mass_before < top_p  # the most likely token is always kept
+    keep_sorted = mass_before < top_p
+    # The most likely token is always kept, even for a top_p that rounds to 0 in float32.
+    keep_sorted[..., 0] = True
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     return torch.where(keep, probs, torch.zeros_like(probs))
 
@@ -31,7 +33,10 @@ def sample_token(
     logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
 ) -> int:
     """Draw one token id from 1-D `logits` at `temperature` (> 0) with nucleus `top_p`."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    # Scaled from the top logit, in float64: the top token gets 0 and the rest at most -inf, so
+    # no temperature, however close to 0, overflows (or, as a float32, divides 0 by 0).
+    shifted = logits.double() - logits.double().max()
+    probs = torch.softmax((shifted / temperature).float(), dim=-1)
     probs = top_p_filter(probs, top_p)
     return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
 

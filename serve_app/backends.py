@@ -25,7 +25,10 @@ from serve_app.coalescer import EmbeddingCoalescer
 from serve_app.errors import InvalidRequest, Overloaded, ServiceUnavailable
 
 T = TypeVar("T")
-logger = logging.getLogger(__name__)
+# Serve's logger: lines land in the ingress replica's own log file (logs/serve/replica_*.log),
+# tagged with its replica id, where operators look; other loggers end up in worker-*.err.
+logger = logging.getLogger("ray.serve")
+RETRY_LOG_MESSAGE = "died during a call; retrying once"
 
 
 class ModelBackend(Protocol):
@@ -78,7 +81,7 @@ class HandleBackend:
         try:
             return await call()
         except RayActorError:
-            logger.warning("a replica of %s died during a call; retrying once", self._model_name)
+            logger.warning("a replica of %s %s", self._model_name, RETRY_LOG_MESSAGE)
             return await call()
 
     async def embed(self, texts: list[str]) -> EmbeddingBatch:

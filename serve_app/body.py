@@ -64,6 +64,32 @@ def openapi_body(schema: type[BaseModel]) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": schema.model_json_schema()}},
+            "content": {"application/json": {"schema": _inline_defs(schema.model_json_schema())}},
         }
     }
+
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without `$defs`: each `#/$defs/X` reference replaced by X itself.
+
+    OpenAPI clients resolve a `$ref` from the document root, where `#/$defs` does not exist;
+    the request models are not recursive, so inlining terminates.
+    """
+    defs: dict[str, Any] = schema.get("$defs", {})
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            if name in seen:
+                raise ValueError(f"recursive request schema {name!r} cannot be inlined")
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            return inline({**defs[name], **rest}, (*seen, name))
+        return {key: inline(value, seen) for key, value in node.items() if key != "$defs"}
+
+    inlined: dict[str, Any] = inline(schema, ())
+    return inlined

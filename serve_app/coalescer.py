@@ -22,6 +22,12 @@ from deployments.embedding_model import EmbeddingBatch
 
 # Requests with more inputs than this go straight to the model: they already amortise the call.
 MAX_COALESCED_INPUTS = 8
+_GATHERED_BATCH_SIZE = 64
+_GATHERED_CONCURRENCY = 4
+# Callers one round of gathered calls carries. With this many already waiting or in flight,
+# more go straight to the model, whose `max_queued_requests` refuses the excess with a 503:
+# under overload the queue here would otherwise grow without bound (and latency with it).
+MAX_COALESCED_CALLERS = _GATHERED_BATCH_SIZE * _GATHERED_CONCURRENCY
 
 EmbedCall = tuple[Any, list[str]]  # (DeploymentHandle, texts)
 
@@ -30,16 +36,27 @@ class EmbeddingCoalescer:
     """One per ingress replica. Gathered calls are in flight at most `max_concurrent_batches`
     at a time; while they run, new requests queue and leave together as the next call."""
 
+    def __init__(self) -> None:
+        self._callers = 0  # waiting for, or riding in, a gathered call
+
     async def embed(self, handle: Any, texts: list[str]) -> EmbeddingBatch:
-        if len(texts) > MAX_COALESCED_INPUTS:
+        if len(texts) > MAX_COALESCED_INPUTS or self._callers >= MAX_COALESCED_CALLERS:
             batch: EmbeddingBatch = await handle.embed.remote(texts)
             return batch
-        answer = await self._gathered((handle, texts))
+        self._callers += 1
+        try:
+            answer = await self._gathered((handle, texts))
+        finally:
+            self._callers -= 1
         if isinstance(answer, BaseException):
             raise answer
         return answer
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, max_concurrent_batches=4)
+    @serve.batch(
+        max_batch_size=_GATHERED_BATCH_SIZE,
+        batch_wait_timeout_s=0.0,
+        max_concurrent_batches=_GATHERED_CONCURRENCY,
+    )
     async def _gathered(self, calls: list[EmbedCall]) -> list[EmbeddingBatch | BaseException]:
         groups: dict[int, list[int]] = defaultdict(list)
         for index, (handle, _) in enumerate(calls):

@@ -34,6 +34,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def route_path(scope: Scope) -> str:
+    """The path the app routes on. Serve mounts an application at its route_prefix, and ASGI
+    servers put that prefix both in `root_path` and at the start of `path` (Starlette's router
+    strips it likewise); servers that strip it themselves leave `path` without it."""
+    path: str = scope.get("path", "")
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) :][:1] in ("", "/"):
+        return path[len(root_path) :] or "/"
+    return path
+
+
 class GatewayMiddleware:
     """`/v1/*` needs a key when keys are configured; `/healthz`, `/readyz` and docs stay open.
 
@@ -77,7 +88,7 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
-        path: str = scope.get("path", "")
+        path = route_path(scope)
         caller: Caller | None = None
         try:
             if path.startswith(PROTECTED_PREFIX):
