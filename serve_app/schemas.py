@@ -5,7 +5,7 @@ Requests forbid unknown fields, as OpenAI's API does ("Unrecognized request argu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
@@ -16,11 +16,13 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EmbeddingRequest(_Request):
+class TextsRequest(_Request):
+    """A request naming a model and one text or a list of texts (embeddings, classification)."""
+
+    max_inputs: ClassVar[int] = MAX_EMBEDDING_INPUTS
+
     model: StrictStr = Field(min_length=1, max_length=256)
     input: StrictStr | list[StrictStr]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1, le=65536)
     user: StrictStr | None = Field(default=None, max_length=256)
 
     @field_validator("input")
@@ -29,9 +31,9 @@ class EmbeddingRequest(_Request):
         texts = [value] if isinstance(value, str) else value
         if not texts:
             raise ValueError("'input' must not be an empty list")
-        if len(texts) > MAX_EMBEDDING_INPUTS:
+        if len(texts) > cls.max_inputs:
             raise ValueError(
-                f"'input' has {len(texts)} items; at most {MAX_EMBEDDING_INPUTS} are allowed"
+                f"'input' has {len(texts)} items; at most {cls.max_inputs} are allowed"
             )
         for index, text in enumerate(texts):
             if not text:
@@ -41,6 +43,11 @@ class EmbeddingRequest(_Request):
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingRequest(TextsRequest):
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, le=65536)
 
 
 class Usage(BaseModel):

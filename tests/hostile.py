@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,9 +280,26 @@ _NUMBER_LITERALS = (
 )
 
 
+# Per route: its text field, and the fields a number goes in (a text field, where there is none).
+_GENERATION_NUMBERS = ("max_tokens", "temperature", "top_p", "seed", "n", "presence_penalty")
+_ROUTE_FIELDS: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "/v1/embeddings": (b'"input":"x"', ("dimensions", "user")),
+    "/v1/completions": (b'"prompt":"x"', (*_GENERATION_NUMBERS, "logprobs")),
+    "/v1/chat/completions": (
+        b'"messages":[{"role":"user","content":"x"}]',
+        (*_GENERATION_NUMBERS, "max_completion_tokens"),
+    ),
+    "/v1/classify": (b'"user":"x"', ("input",)),
+}
+
+
 @st.composite
 def raw_bodies(
-    draw: st.DrawFn, documents: st.SearchStrategy[bytes], model: str, max_body_bytes: int
+    draw: st.DrawFn,
+    documents: st.SearchStrategy[bytes],
+    route: str,
+    model: str,
+    max_body_bytes: int,
 ) -> bytes:
     """Bodies broken below the JSON level, or at the edges of what the server accepts."""
     kind = draw(
@@ -310,15 +327,12 @@ def raw_bodies(
         return document[: draw(st.integers(0, max(0, len(document) - 1)))]
     if kind == "number":
         literal = draw(st.sampled_from(_NUMBER_LITERALS))
-        field_name = draw(st.sampled_from(["dimensions", "max_tokens", "temperature", "seed", "n"]))
+        text_field, numeric_fields = _ROUTE_FIELDS[route]
+        field_name = draw(st.sampled_from(numeric_fields))
         return (
-            b'{"model":"' + model.encode() + b'","input":"x","prompt":"x",'
-            b'"messages":[{"role":"user","content":"x"}],"'
-            + field_name.encode()
-            + b'":'
-            + literal
-            + b"}"
-        )
+            b'{"model":"' + model.encode() + b'",' + text_field + b',"'
+            + field_name.encode() + b'":' + literal + b"}"
+        )  # fmt: skip
     position = draw(st.integers(0, len(document)))
     return document[:position] + draw(st.sampled_from(_INVALID_UTF8)) + document[position:]
 
@@ -438,7 +452,7 @@ class ApiShape:
     all_models: tuple[str, ...]
     api_key: str | None
     max_body_bytes: int
-    # Cheap mode for a real model behind the route (fewer huge inputs).
+    # More paths for the method-and-path fuzz (e.g. /docs).
     extra_paths: tuple[str, ...] = field(default=())
 
     def body_schema(self, route: str) -> Mapping[str, Any]:
@@ -477,7 +491,7 @@ def body_requests(
         bodies = st.one_of(
             documents,
             documents,
-            raw_bodies(documents, shape.models_by_route[route], shape.max_body_bytes),
+            raw_bodies(documents, route, shape.models_by_route[route], shape.max_body_bytes),
         )
         return st.builds(
             lambda headers, body: HostileRequest(
@@ -653,6 +667,3 @@ class Tally:
     def summary(self) -> str:
         parts = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
         return f"{self.cases} requests ({parts})"
-
-
-Sender = Callable[[HostileRequest], tuple[int, Mapping[str, str], bytes, float]]
