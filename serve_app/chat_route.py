@@ -20,6 +20,7 @@ from deployments.generation_types import (
 )
 from serve_app.body import json_response
 from serve_app.generation_params import (
+    StreamEnvelope,
     check_supported,
     new_id,
     now_s,
@@ -83,17 +84,12 @@ async def stream_events(
     completion_id: str,
     chunks: AsyncGenerator[GenerationChunk, None],
 ) -> AsyncGenerator[dict[str, Any], None]:
-    created = now_s()
+    envelope = StreamEnvelope("chat.completion.chunk", completion_id, model_name)
 
     def event(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_name,
-            "choices": [choice],
-        }
+        return envelope.choice(
+            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        )
 
     last: GenerationChunk | None = None
     async with aclosing(chunks):  # a closed stream (client gone) cancels the generation now
@@ -105,11 +101,4 @@ async def stream_events(
             if chunk.finish_reason is not None:
                 yield event({}, chunk.finish_reason)
     if last is not None and payload.stream_options and payload.stream_options.include_usage:
-        yield {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model_name,
-            "choices": [],
-            "usage": usage(last.prompt_tokens, last.completion_tokens),
-        }
+        yield envelope.usage(last)

@@ -14,6 +14,7 @@ from serve_app.body import json_response
 from serve_app.errors import InvalidRequest
 from serve_app.generation_params import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
+    StreamEnvelope,
     check_supported,
     new_id,
     now_s,
@@ -89,17 +90,12 @@ async def stream_events(
     completion_id: str,
     chunks: AsyncGenerator[GenerationChunk, None],
 ) -> AsyncGenerator[dict[str, Any], None]:
-    created = now_s()
+    envelope = StreamEnvelope("text_completion", completion_id, model_name)
 
     def event(text: str, finish_reason: str | None) -> dict[str, Any]:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        return {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "choices": [choice],
-        }
+        return envelope.choice(
+            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        )
 
     last: GenerationChunk | None = None
     async with aclosing(chunks):  # a closed stream (client gone) cancels the generation now
@@ -110,11 +106,4 @@ async def stream_events(
             if chunk.finish_reason is not None:
                 yield event("", chunk.finish_reason)
     if last is not None and payload.stream_options and payload.stream_options.include_usage:
-        yield {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "choices": [],
-            "usage": usage(last.prompt_tokens, last.completion_tokens),
-        }
+        yield envelope.usage(last)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
-from deployments.generation_types import SamplingParams
+from deployments.generation_types import GenerationChunk, SamplingParams
 from serve_app.config import ModelSpec
 from serve_app.errors import InvalidRequest
 from serve_app.generation_schemas import ChatCompletionRequest, CompletionRequest
@@ -61,3 +62,26 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+class StreamEnvelope:
+    """What every chunk of one stream shares: id, object, creation time and model."""
+
+    def __init__(self, object_name: str, completion_id: str, model_name: str) -> None:
+        self._head = {
+            "id": completion_id,
+            "object": object_name,
+            "created": now_s(),
+            "model": model_name,
+        }
+
+    def choice(self, choice: dict[str, Any]) -> dict[str, Any]:
+        return {**self._head, "choices": [choice]}
+
+    def usage(self, last: GenerationChunk) -> dict[str, Any]:
+        """The closing chunk for `stream_options.include_usage`: no choices, the whole usage."""
+        return {
+            **self._head,
+            "choices": [],
+            "usage": usage(last.prompt_tokens, last.completion_tokens),
+        }
