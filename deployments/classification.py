@@ -35,7 +35,7 @@ class ClassificationDeployment(ModelReplica):
         self._model = checked.model
         self._agreement = checked.agreement
         self._model.classify(["warm-up"])
-        self._init_replica(model_name)
+        self._init_replica(model_name, parallel_passes=source.parallel_passes)
         self._passes = self._merged_forward(self._model.classify)
 
     def _batch_method(self) -> Any:

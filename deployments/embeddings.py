@@ -43,7 +43,7 @@ class EmbeddingDeployment(ModelReplica):
         self._agreement = checked.agreement
         # Warm up before Serve reports the replica healthy: the first pass is the slow one.
         self._model.embed(["warm-up"])
-        self._init_replica(model_name)
+        self._init_replica(model_name, parallel_passes=source.parallel_passes)
         self._passes = self._merged_forward(self._embed_rows)
 
     def _batch_method(self) -> Any:

@@ -5,6 +5,10 @@ the previous batch is still running; under load, batches of one or two inputs pi
 each other (measured: mean batch 1.6 at 32 concurrent clients). Here every batch Serve hands
 over joins a waiting list, and the model, whenever it is free, takes the whole list (up to
 `max_inputs`) as one pass. At low load nothing waits; at high load passes fill up.
+
+With `parallel_passes` > 1, up to that many passes run at once (on the executor's threads):
+a batch that arrives while one pass runs starts the next at once on a free thread. (Holding it
+back to grow the pass was measured: at 32 closed-loop clients it cut throughput by a quarter.)
 """
 
 from __future__ import annotations
@@ -30,19 +34,23 @@ class ForwardMerger(Generic[In, Out]):
         run: Callable[[list[In]], list[Out]],
         observe: PassObserver,
         clock: Callable[[], float],
+        parallel_passes: int = 1,
     ) -> None:
         self._executor = executor
         self._run = run
         self._observe = observe
         self._clock = clock
+        self._parallel_passes = parallel_passes
         self._waiting: deque[tuple[list[Timed[In]], asyncio.Future[list[Out]]]] = deque()
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainers: list[asyncio.Task[None]] = []
 
     async def submit(self, batch: list[Timed[In]], max_inputs: int) -> list[Out]:
         future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
         self._waiting.append((batch, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain(max_inputs))
+        # A drainer whose loop has ended is done() at once, before its callbacks run.
+        self._drainers = [drainer for drainer in self._drainers if not drainer.done()]
+        if len(self._drainers) < self._parallel_passes:
+            self._drainers.append(asyncio.create_task(self._drain(max_inputs)))
         return await future
 
     def _take(self, max_inputs: int) -> list[tuple[list[Timed[In]], asyncio.Future[list[Out]]]]:

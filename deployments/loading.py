@@ -50,12 +50,32 @@ class ModelSource(BaseModel):
         description="torch intra-op threads on CPU. Ray sets one thread per CPU the replica "
         "reserves (num_cpus), which leaves cores idle when a replica reserves less than it uses.",
     )
+    parallel_passes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Forward passes a replica runs at once, each on its own thread, sharing "
+        "cpu_threads between them. On CPU cores shared with other processes, 2 passes of 1 "
+        "thread keep both cores busy where 1 pass of 2 threads waits for its slower thread.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_location(self) -> ModelSource:
         if (self.path is None) == (self.package is None):
             raise ValueError("give exactly one of 'path' (a local model directory) or 'package'")
+        if self.cpu_threads is not None and self.parallel_passes > self.cpu_threads:
+            raise ValueError(
+                f"parallel_passes ({self.parallel_passes}) is more than cpu_threads "
+                f"({self.cpu_threads}): every pass needs at least one thread"
+            )
         return self
+
+    def threads_per_pass(self) -> int | None:
+        """torch threads each concurrent pass gets; None leaves Ray's setting alone."""
+        if self.cpu_threads is None and self.parallel_passes == 1:
+            return None
+        total = self.cpu_threads or torch.get_num_threads()
+        return max(1, total // self.parallel_passes)
 
     def resolve_path(self) -> Path:
         """The local directory of the weights; raises ValueError with a fix the user can act on."""
@@ -128,8 +148,9 @@ def load_pretrained(auto_class: Any, source: ModelSource) -> tuple[Any, torch.de
     """
     directory = source.resolve_path()
     device = pick_device(source.device)
-    if source.cpu_threads is not None:
-        torch.set_num_threads(source.cpu_threads)
+    threads = source.threads_per_pass()
+    if threads is not None:
+        torch.set_num_threads(threads)
     dtype = pick_dtype(source.dtype, device)
     kwargs: dict[str, Any] = {"dtype": dtype}
     skips = None

@@ -27,10 +27,15 @@ Out = TypeVar("Out")
 
 
 class ModelReplica:
-    def _init_replica(self, model_name: str, settings: BatchSettings | None = None) -> None:
+    def _init_replica(
+        self, model_name: str, settings: BatchSettings | None = None, parallel_passes: int = 1
+    ) -> None:
         self._model_name = model_name
         # Forward passes run off the event loop so requests keep queueing while a batch runs.
-        self._forward_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        self._parallel_passes = parallel_passes
+        self._forward_pool = ThreadPoolExecutor(
+            max_workers=parallel_passes, thread_name_prefix="forward"
+        )
         self._settings = settings or BatchSettings()
         self._observer = BatchObserver(model_name)
 
@@ -56,8 +61,14 @@ class ModelReplica:
         return results
 
     def _merged_forward(self, run: Callable[[list[In]], list[Out]]) -> ForwardMerger[In, Out]:
-        """Forward passes of `run` on the forward thread, merging batches that wait for it."""
-        return ForwardMerger(self._forward_pool, run, self._observer.observe, time.monotonic)
+        """Forward passes of `run` on the forward threads, merging batches that wait for one."""
+        return ForwardMerger(
+            self._forward_pool,
+            run,
+            self._observer.observe,
+            time.monotonic,
+            self._parallel_passes,
+        )
 
     async def _forward(self, merger: ForwardMerger[In, Out], batch: list[Timed[In]]) -> list[Out]:
         # Passes may merge several of Serve's batches, up to the replica's batch size.

@@ -15,7 +15,7 @@ from serve_app.registry import ServedModel
 
 def cache_namespace(spec: ModelSpec) -> str:
     """Name and revision: everything that changes a model's vectors for the same text."""
-    fields = spec.source().model_dump_json(exclude={"cpu_threads", "device"})
+    fields = spec.source().model_dump_json(exclude={"cpu_threads", "parallel_passes", "device"})
     revision = hashlib.sha256(f"{fields}|{spec.max_input_tokens}".encode()).hexdigest()[:16]
     return f"{spec.name}@{revision}"
 

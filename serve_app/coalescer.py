@@ -5,81 +5,134 @@ replica's request bookkeeping), as much as embedding one sentence on a CPU. Gath
 requests that arrive together into one call per model pays that once for the group. The model
 replica still batches across calls with its own `@serve.batch`.
 
-`@serve.batch` keeps one queue per decorated function in the process, so items carry the
-handle they are for and a gathered batch is split by model before it is sent.
+Batching here is "whatever arrived while the calls were busy": up to `max_in_flight` calls per
+model are out at once; a request that finds them all busy waits, and when one returns, everything
+waiting leaves as the next call. Nothing waits on a timer, so a lone request goes at once.
+(`@serve.batch` does not fit here: Ray 2.60 closes a batch when its wait ends, before a
+concurrency slot is free, so under steady arrivals it queues one-request batches behind the
+slots and never gathers; measured: open-loop throughput fell to ~95 req/s with 1 s p50.)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from ray import serve
 
 from deployments.embedding_model import EmbeddingBatch
 
 # Requests with more inputs than this go straight to the model: they already amortise the call.
 MAX_COALESCED_INPUTS = 8
-_GATHERED_BATCH_SIZE = 64
-_GATHERED_CONCURRENCY = 4
-# Callers one round of gathered calls carries. With this many already waiting or in flight,
-# more go straight to the model, whose `max_queued_requests` refuses the excess with a 503:
-# under overload the queue here would otherwise grow without bound (and latency with it).
-MAX_COALESCED_CALLERS = _GATHERED_BATCH_SIZE * _GATHERED_CONCURRENCY
+MAX_INPUTS_PER_CALL = 64
+MAX_IN_FLIGHT_PER_MODEL = 4
+# Callers the coalescer holds (waiting or riding a call). Past this, requests go straight to the
+# model, whose `max_queued_requests` refuses the excess with a 503: under overload the queue here
+# would otherwise grow without bound (and latency with it).
+MAX_COALESCED_CALLERS = MAX_INPUTS_PER_CALL * MAX_IN_FLIGHT_PER_MODEL
 
-EmbedCall = tuple[Any, list[str]]  # (DeploymentHandle, texts)
+
+@dataclass
+class _Waiting:
+    texts: list[str]
+    answer: asyncio.Future[EmbeddingBatch]
+
+
+class _Lane:
+    """The calls to one model's handle: at most `max_in_flight` out, the rest gathered."""
+
+    def __init__(self, handle: Any, max_in_flight: int, max_inputs: int) -> None:
+        self._handle = handle
+        self._max_in_flight = max_in_flight
+        self._max_inputs = max_inputs
+        self._waiting: deque[_Waiting] = deque()
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
+
+    def submit(self, texts: list[str]) -> asyncio.Future[EmbeddingBatch]:
+        answer: asyncio.Future[EmbeddingBatch] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(texts, answer))
+        self._pump()
+        return answer
+
+    def _pump(self) -> None:
+        while self._in_flight < self._max_in_flight:
+            group = self._take()
+            if not group:
+                return
+            self._in_flight += 1
+            task = asyncio.create_task(self._send(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> list[_Waiting]:
+        group: list[_Waiting] = []
+        inputs = 0
+        while self._waiting:
+            head = self._waiting[0]
+            if group and inputs + len(head.texts) > self._max_inputs:
+                break
+            self._waiting.popleft()
+            if not head.answer.done():  # a cancelled caller's texts are not sent
+                group.append(head)
+                inputs += len(head.texts)
+        return group
+
+    async def _send(self, group: list[_Waiting]) -> None:
+        try:
+            texts = [text for caller in group for text in caller.texts]
+            merged: EmbeddingBatch = await self._handle.embed.remote(texts)
+        except asyncio.CancelledError:  # the ingress is shutting down
+            for caller in group:
+                caller.answer.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - every caller of the call gets the error
+            for caller in group:
+                if not caller.answer.done():
+                    caller.answer.set_exception(exc)
+        else:
+            start = 0
+            for caller in group:
+                count = len(caller.texts)
+                if not caller.answer.done():
+                    caller.answer.set_result(
+                        EmbeddingBatch(
+                            vectors=np.ascontiguousarray(merged.vectors[start : start + count]),
+                            token_counts=merged.token_counts[start : start + count],
+                        )
+                    )
+                start += count
+        finally:
+            self._in_flight -= 1
+            self._pump()
 
 
 class EmbeddingCoalescer:
-    """One per ingress replica. Gathered calls are in flight at most `max_concurrent_batches`
-    at a time; while they run, new requests queue and leave together as the next call."""
+    """One per ingress replica, with one lane per model handle."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        max_in_flight_per_model: int = MAX_IN_FLIGHT_PER_MODEL,
+        max_inputs_per_call: int = MAX_INPUTS_PER_CALL,
+        max_callers: int = MAX_COALESCED_CALLERS,
+    ) -> None:
+        self._max_in_flight = max_in_flight_per_model
+        self._max_inputs = max_inputs_per_call
+        self._max_callers = max_callers
+        self._lanes: dict[int, _Lane] = {}
         self._callers = 0  # waiting for, or riding in, a gathered call
 
     async def embed(self, handle: Any, texts: list[str]) -> EmbeddingBatch:
-        if len(texts) > MAX_COALESCED_INPUTS or self._callers >= MAX_COALESCED_CALLERS:
+        if len(texts) > MAX_COALESCED_INPUTS or self._callers >= self._max_callers:
             batch: EmbeddingBatch = await handle.embed.remote(texts)
             return batch
+        lane = self._lanes.get(id(handle))
+        if lane is None:
+            lane = self._lanes[id(handle)] = _Lane(handle, self._max_in_flight, self._max_inputs)
         self._callers += 1
         try:
-            answer = await self._gathered((handle, texts))
+            return await lane.submit(texts)
         finally:
             self._callers -= 1
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    @serve.batch(
-        max_batch_size=_GATHERED_BATCH_SIZE,
-        batch_wait_timeout_s=0.0,
-        max_concurrent_batches=_GATHERED_CONCURRENCY,
-    )
-    async def _gathered(self, calls: list[EmbedCall]) -> list[EmbeddingBatch | BaseException]:
-        groups: dict[int, list[int]] = defaultdict(list)
-        for index, (handle, _) in enumerate(calls):
-            groups[id(handle)].append(index)
-        answers: list[EmbeddingBatch | BaseException] = [RuntimeError("unanswered")] * len(calls)
-
-        async def send(indices: list[int]) -> None:
-            handle = calls[indices[0]][0]
-            texts = [text for index in indices for text in calls[index][1]]
-            try:
-                merged: EmbeddingBatch = await handle.embed.remote(texts)
-            except Exception as exc:  # noqa: BLE001 - every caller in the group gets the error
-                for index in indices:
-                    answers[index] = exc
-                return
-            start = 0
-            for index in indices:
-                count = len(calls[index][1])
-                answers[index] = EmbeddingBatch(
-                    vectors=np.ascontiguousarray(merged.vectors[start : start + count]),
-                    token_counts=merged.token_counts[start : start + count],
-                )
-                start += count
-
-        await asyncio.gather(*(send(indices) for indices in groups.values()))
-        return answers

@@ -1,43 +1,29 @@
-"""The ingress's embedding coalescer under overload: its queue is bounded.
+"""The ingress's embedding coalescer: what it gathers, and its bound under overload.
 
-Small requests wait in the coalescer for a gathered call. Past what one round of gathered calls
-carries, more requests go straight to the model, whose `max_queued_requests` refuses the excess
-(a 503 at the API) instead of a queue growing here without bound.
+Small requests wait in the coalescer for a gathered call while the model's calls are busy. Past
+what one round of gathered calls carries, more requests go straight to the model, whose
+`max_queued_requests` refuses the excess (a 503 at the API) instead of a queue growing here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from ray import serve
 
 from deployments.embedding_model import EmbeddingBatch
-from serve_app.coalescer import MAX_COALESCED_CALLERS, EmbeddingCoalescer
-
-
-@pytest.fixture(autouse=True)
-def _replica_context(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """What `@serve.batch` expects of a replica, outside one.
-
-    It reads the replica's max_ongoing_requests, and keeps one queue per decorated function in
-    the process, bound to the event loop that first used it: each test's loop gets a new one.
-    """
-    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=1024))
-    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
-    batch_method: Any = EmbeddingCoalescer._gathered
-    lazy_queue = batch_method.set_max_batch_size.__self__
-    lazy_queue._queue = None
-    yield
-    lazy_queue._queue = None
+from serve_app.coalescer import (
+    MAX_COALESCED_CALLERS,
+    MAX_IN_FLIGHT_PER_MODEL,
+    MAX_INPUTS_PER_CALL,
+    EmbeddingCoalescer,
+)
 
 
 class _Method:
-    def __init__(self, owner: BlockedHandle) -> None:
+    def __init__(self, owner: Any) -> None:
         self._owner = owner
 
     def remote(self, texts: list[str]) -> Any:
@@ -98,4 +84,117 @@ def test_below_the_bound_every_small_request_is_gathered() -> None:
         return handle
 
     handle = asyncio.run(run())
-    assert len(handle.calls) <= 5  # a first call, then the rest gathered behind it
+    # The first requests take the free call slots alone; the rest leave gathered, in calls of
+    # at most MAX_INPUTS_PER_CALL inputs, as slots free up.
+    alone = handle.calls[:MAX_IN_FLIGHT_PER_MODEL]
+    assert alone == [["a"]] * MAX_IN_FLIGHT_PER_MODEL
+    rest = 100 - MAX_IN_FLIGHT_PER_MODEL
+    gathered = handle.calls[MAX_IN_FLIGHT_PER_MODEL:]
+    assert [len(call) for call in gathered] == [MAX_INPUTS_PER_CALL, rest - MAX_INPUTS_PER_CALL]
+
+
+class StepHandle:
+    """A handle whose calls each wait for their own release, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.releases: list[asyncio.Event] = []
+        self.embed = _Method(self)
+
+    async def call(self, texts: list[str]) -> EmbeddingBatch:
+        self.calls.append(list(texts))
+        release = asyncio.Event()
+        self.releases.append(release)
+        await release.wait()
+        if "boom" in texts:
+            raise RuntimeError("replica failed")
+        return EmbeddingBatch(
+            vectors=np.array([[float(len(t))] for t in texts], dtype=np.float32),
+            token_counts=[len(t) for t in texts],
+        )
+
+
+async def _settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_a_lone_request_leaves_at_once_and_answers_map_back_to_their_callers() -> None:
+    async def run() -> None:
+        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        handle = StepHandle()
+        first = asyncio.create_task(coalescer.embed(handle, ["one"]))
+        await _settle()
+        assert handle.calls == [["one"]]  # no timer: sent before anything else arrived
+        later = [asyncio.create_task(coalescer.embed(handle, [t])) for t in ("bb", "ccc", "d")]
+        await _settle()
+        assert len(handle.calls) == 1  # the only slot is busy: they wait together
+        handle.releases[0].set()
+        assert (await first).token_counts == [3]
+        await _settle()
+        assert handle.calls[1] == ["bb", "ccc", "d"]
+        handle.releases[1].set()
+        answers = await asyncio.gather(*later)
+        assert [a.token_counts for a in answers] == [[2], [3], [1]]
+        assert [a.vectors[0, 0] for a in answers] == [2.0, 3.0, 1.0]
+
+    asyncio.run(run())
+
+
+def test_a_failed_call_fails_only_its_own_callers() -> None:
+    async def run() -> None:
+        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        handle = StepHandle()
+        first = asyncio.create_task(coalescer.embed(handle, ["x"]))
+        await _settle()
+        doomed = [asyncio.create_task(coalescer.embed(handle, [t])) for t in ("boom", "y")]
+        await _settle()
+        handle.releases[0].set()
+        await first
+        await _settle()
+        handle.releases[1].set()
+        for task in doomed:
+            with pytest.raises(RuntimeError, match="replica failed"):
+                await task
+        after = asyncio.create_task(coalescer.embed(handle, ["zz"]))
+        await _settle()
+        handle.releases[2].set()
+        assert (await after).token_counts == [2]  # the lane is free again
+
+    asyncio.run(run())
+
+
+def test_a_caller_that_left_is_not_sent() -> None:
+    async def run() -> None:
+        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        handle = StepHandle()
+        first = asyncio.create_task(coalescer.embed(handle, ["x"]))
+        await _settle()
+        gone = asyncio.create_task(coalescer.embed(handle, ["gone"]))
+        stays = asyncio.create_task(coalescer.embed(handle, ["stays"]))
+        await _settle()
+        gone.cancel()
+        await _settle()
+        handle.releases[0].set()
+        await first
+        await _settle()
+        assert handle.calls[1] == ["stays"]
+        handle.releases[1].set()
+        assert (await stays).token_counts == [5]
+
+    asyncio.run(run())
+
+
+def test_large_requests_go_straight_to_the_model() -> None:
+    async def run() -> None:
+        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        handle = StepHandle()
+        small = asyncio.create_task(coalescer.embed(handle, ["x"]))
+        big = asyncio.create_task(coalescer.embed(handle, ["t"] * 9))
+        await _settle()
+        assert sorted(len(call) for call in handle.calls) == [1, 9]  # not held behind the slot
+        for release in handle.releases:
+            release.set()
+        await asyncio.gather(small, big)
+
+    asyncio.run(run())

