@@ -5,6 +5,11 @@ Two in-process variants on the same model and texts as the load runs:
 forward pass with mean pooling. Service figures are reported as ratios to this,
 measured minutes before on the same (possibly noisy) machine.
 
+For reference it also measures the layout a replica uses with `parallel_passes: 2`: the
+AutoModel variant in two threads at once, one torch thread each. It is not the ratio's
+denominator (that stays one `encode` with all threads); it shows how much of a ratio above
+1.0 comes from the layout rather than the service.
+
 Run it in its own process (`measure_in_subprocess`) so torch's memory and
 threads never live in the load generator:
 
@@ -19,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -51,6 +57,8 @@ class CeilingResult:
     automodel_inputs_per_s: float
     sentence_transformers_window_rates: list[float]
     automodel_window_rates: list[float]
+    # The AutoModel variant as two concurrent single-thread passes (a replica's default layout).
+    parallel_passes_inputs_per_s: float | None
     # Median `encode` time of one call, keyed by batch size ("1", "32").
     latency_ms_by_batch: dict[str, float]
     # Largest |difference| between the two variants' embeddings: both must agree.
@@ -88,6 +96,34 @@ def inputs_per_s(encode: Encode, texts: Sequence[str], batch_size: int, duration
         if time.perf_counter() - t0_s >= duration_s:
             break
     return done / (time.perf_counter() - t0_s)
+
+
+def parallel_inputs_per_s(
+    encode: Encode, texts: Sequence[str], batch_size: int, duration_s: float, passes: int
+) -> float:
+    """`passes` threads encoding at once, one torch thread each; total inputs per second."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rates: list[float] = []
+    shares = [texts[i::passes] for i in range(passes)]
+    workers = [
+        threading.Thread(
+            target=lambda share=share: rates.append(
+                inputs_per_s(encode, share, batch_size, duration_s)
+            )
+        )
+        for share in shares
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        torch.set_num_threads(threads)
+    return sum(rates)
 
 
 def median_latency_ms(encode: Encode, texts: Sequence[str], batch_size: int) -> float:
@@ -179,6 +215,7 @@ def measure(
         auto_rates.append(inputs_per_s(auto_encode, texts, batch_size, window_s))
     host_cpu_percent = psutil.cpu_percent(interval=None)
     own_cpu_percent = me.cpu_percent(interval=None) / (psutil.cpu_count() or 1)
+    parallel = parallel_inputs_per_s(auto_encode, texts, batch_size, window_s * 2, passes=2)
     latencies = {str(k): median_latency_ms(st_encode, texts, k) for k in sorted({1, batch_size})}
     return CeilingResult(
         model_path=path,
@@ -189,6 +226,7 @@ def measure(
         automodel_inputs_per_s=max(auto_rates),
         sentence_transformers_window_rates=st_rates,
         automodel_window_rates=auto_rates,
+        parallel_passes_inputs_per_s=parallel,
         latency_ms_by_batch=latencies,
         variants_max_abs_diff=diff,
         host_cpu_percent=host_cpu_percent,
@@ -198,7 +236,9 @@ def measure(
 
 
 def load_result(path: Path) -> CeilingResult:
-    return CeilingResult(**json.loads(path.read_text()))
+    fields = json.loads(path.read_text())
+    fields.setdefault("parallel_passes_inputs_per_s", None)  # results from before it existed
+    return CeilingResult(**fields)
 
 
 def measure_in_subprocess(

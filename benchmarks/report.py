@@ -32,7 +32,7 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def ceiling_lines(ceiling: CeilingResult) -> list[str]:
     latencies = ", ".join(f"batch {k}: {v:.1f} ms" for k, v in ceiling.latency_ms_by_batch.items())
-    return [
+    lines = [
         f"ceiling (in-process, batch {ceiling.batch_size}, {ceiling.torch_threads} torch threads): "
         f"sentence-transformers {ceiling.sentence_transformers_inputs_per_s:.0f} inputs/s, "
         f"AutoModel+mean-pool {ceiling.automodel_inputs_per_s:.0f} inputs/s",
@@ -44,6 +44,12 @@ def ceiling_lines(ceiling: CeilingResult) -> list[str]:
         + ", AutoModel "
         + " ".join(f"{r:.0f}" for r in ceiling.automodel_window_rates),
     ]
+    if ceiling.parallel_passes_inputs_per_s is not None:
+        lines.append(
+            "for reference, AutoModel as 2 concurrent passes x 1 torch thread (a replica's "
+            f"parallel_passes: 2): {ceiling.parallel_passes_inputs_per_s:.0f} inputs/s"
+        )
+    return lines
 
 
 _COLUMNS = (

@@ -13,11 +13,13 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp import web
 
+from benchmarks import report
 from benchmarks.ceiling import CeilingResult
 from benchmarks.loadgen import Bounds, ClosedLoop, OpenLoop, Target, Validator, run_load_async
 from benchmarks.payloads import embedding_bodies, make_texts
@@ -126,6 +128,7 @@ def test_scenario_medians_and_ratios() -> None:
         automodel_inputs_per_s=200.0,
         sentence_transformers_window_rates=[100.0],
         automodel_window_rates=[200.0],
+        parallel_passes_inputs_per_s=None,
         latency_ms_by_batch={"1": 10.0, "32": 300.0},
         variants_max_abs_diff=0.0,
         host_cpu_percent=50.0,
@@ -462,3 +465,25 @@ def test_config_for_port_binds_loopback(tmp_path: Path) -> None:
     written = yaml.safe_load(config_for_port(source, 4321, tmp_path / "copy.yaml").read_text())
     assert written["http_options"] == {"host": "127.0.0.1", "port": 4321}
     assert written["applications"] == [{"name": "default"}]
+
+
+def test_the_ceiling_report_names_the_parallel_pass_reference_only_when_measured() -> None:
+    base: dict[str, Any] = dict(
+        model_path="m",
+        batch_size=32,
+        words_per_input=16,
+        torch_threads=2,
+        sentence_transformers_inputs_per_s=300.0,
+        automodel_inputs_per_s=310.0,
+        sentence_transformers_window_rates=[300.0],
+        automodel_window_rates=[310.0],
+        latency_ms_by_batch={"1": 10.0, "32": 90.0},
+        variants_max_abs_diff=0.0,
+        host_cpu_percent=99.0,
+        own_cpu_percent=98.0,
+        measured_at="now",
+    )
+    without = report.ceiling_lines(CeilingResult(**base, parallel_passes_inputs_per_s=None))
+    assert not any("concurrent passes" in line for line in without)
+    with_it = report.ceiling_lines(CeilingResult(**base, parallel_passes_inputs_per_s=344.4))
+    assert with_it[-1].endswith("parallel_passes: 2): 344 inputs/s")
