@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from ray.serve.metrics import Histogram
 
-_SIZE_BOUNDARIES = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
+# Ray 2.60 exports a histogram's _sum from bucket midpoints, not the observed values. Edges
+# halfway between integers put sizes 1 and 2 exactly on their midpoints (with edges at 1, 2, 4
+# a pass of 1 input was exported as 0.5) and keep every exported size >= 1.
+_SIZE_BOUNDARIES = [0.5, 1.5, 2.5, 4.5, 8.5, 16.5, 32.5, 64.5, 128.5, 256.5, 512.5]
 _TIME_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 
 
