@@ -63,6 +63,10 @@ class ModelSource(BaseModel):
     def _exactly_one_location(self) -> ModelSource:
         if (self.path is None) == (self.package is None):
             raise ValueError("give exactly one of 'path' (a local model directory) or 'package'")
+        return self
+
+    @model_validator(mode="after")
+    def _a_thread_for_every_pass(self) -> ModelSource:
         if self.cpu_threads is not None and self.parallel_passes > self.cpu_threads:
             raise ValueError(
                 f"parallel_passes ({self.parallel_passes}) is more than cpu_threads "

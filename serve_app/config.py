@@ -49,6 +49,15 @@ class ModelSpec(ModelSource):
     )
     cache: bool = Field(default=True, description="Embeddings: use the ingress cache.")
 
+    @model_validator(mode="after")
+    def _parallel_passes_only_where_they_run(self) -> ModelSpec:
+        if self.task == "generation" and self.parallel_passes > 1:
+            raise ValueError(
+                "parallel_passes applies to embedding and classification models; a generation "
+                "replica runs one generate() per batch"
+            )
+        return self
+
     @field_validator("deployment")
     @classmethod
     def _safe_deployment_name(cls, value: str | None) -> str | None:

@@ -25,6 +25,17 @@ def test_wrong_task_names_the_field() -> None:
     assert "'embedding'" in str(caught.value)
 
 
+def test_parallel_passes_are_refused_for_generation_and_checked_against_threads() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "task": "generation", "parallel_passes": 2}]})
+    assert "parallel_passes applies to embedding and classification" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "cpu_threads": 1, "parallel_passes": 2}]})
+    assert "parallel_passes (2) is more than cpu_threads (1)" in str(caught.value)
+    spec = parse_args({"models": [{**PACKAGED, "cpu_threads": 2, "parallel_passes": 2}]}).models[0]
+    assert spec.source().threads_per_pass() == 1
+
+
 def test_unknown_field_is_refused_with_its_name() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_args({"models": [{**PACKAGED, "devise": "cpu"}]})

@@ -118,8 +118,9 @@ def test_windowed_slices_by_send_time() -> None:
     assert windows[0].p50_ms == pytest.approx(20.0)
 
 
-def test_scenario_medians_and_ratios() -> None:
-    ceiling = CeilingResult(
+def ceiling_result(**changes: Any) -> CeilingResult:
+    """A ceiling of 100 (sentence-transformers) and 200 (AutoModel) inputs/s."""
+    fields: dict[str, Any] = dict(
         model_path="m",
         batch_size=32,
         words_per_input=16,
@@ -135,6 +136,11 @@ def test_scenario_medians_and_ratios() -> None:
         own_cpu_percent=50.0,
         measured_at="now",
     )
+    return CeilingResult(**{**fields, **changes})
+
+
+def test_scenario_medians_and_ratios() -> None:
+    ceiling = ceiling_result()
     runs = [summarize(_record([(0.0, lat, 200), (1.0, lat, 200)]), 1) for lat in (0.02, 0.04, 0.03)]
     summary = summarize_scenario("s", "closed c=1", 1, runs, ceiling)
     assert summary.p50_ms == pytest.approx(30.0)
@@ -468,22 +474,7 @@ def test_config_for_port_binds_loopback(tmp_path: Path) -> None:
 
 
 def test_the_ceiling_report_names_the_parallel_pass_reference_only_when_measured() -> None:
-    base: dict[str, Any] = dict(
-        model_path="m",
-        batch_size=32,
-        words_per_input=16,
-        torch_threads=2,
-        sentence_transformers_inputs_per_s=300.0,
-        automodel_inputs_per_s=310.0,
-        sentence_transformers_window_rates=[300.0],
-        automodel_window_rates=[310.0],
-        latency_ms_by_batch={"1": 10.0, "32": 90.0},
-        variants_max_abs_diff=0.0,
-        host_cpu_percent=99.0,
-        own_cpu_percent=98.0,
-        measured_at="now",
-    )
-    without = report.ceiling_lines(CeilingResult(**base, parallel_passes_inputs_per_s=None))
+    without = report.ceiling_lines(ceiling_result())
     assert not any("concurrent passes" in line for line in without)
-    with_it = report.ceiling_lines(CeilingResult(**base, parallel_passes_inputs_per_s=344.4))
+    with_it = report.ceiling_lines(ceiling_result(parallel_passes_inputs_per_s=344.4))
     assert with_it[-1].endswith("parallel_passes: 2): 344 inputs/s")
