@@ -89,6 +89,16 @@ class PolicyParams(BaseModel):
         le=1,
         description="Fraction of `replica_capacity_rps` to plan for; the rest absorbs bursts.",
     )
+    burst_headroom_rps: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Requests per second kept spare for a sudden jump: the policy keeps "
+            "(throughput + this) / replica_capacity_rps replicas, so a burst this size "
+            "runs on replicas already started while new ones take their start-up time. "
+            "Needs `replica_capacity_rps`; 0 = off."
+        ),
+    )
     downscale_headroom: float = Field(
         default=0.8,
         gt=0,
@@ -126,5 +136,15 @@ class PolicyParams(BaseModel):
                 f"latency_downscale_ratio ({self.latency_downscale_ratio}) must be below "
                 f"latency_upscale_ratio ({self.latency_upscale_ratio}), or the policy "
                 "would flap between scaling up and down; e.g. 0.5 and 0.8."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _burst_needs_capacity(self) -> PolicyParams:
+        if self.burst_headroom_rps > 0 and self.replica_capacity_rps is None:
+            raise ValueError(
+                f"burst_headroom_rps ({self.burst_headroom_rps:g}) needs replica_capacity_rps "
+                "to turn requests/s into replicas; set it (e.g. from "
+                "ServiceModel.max_rate_rps() or a benchmark) or set burst_headroom_rps: 0."
             )
         return self

@@ -22,10 +22,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, NamedTuple
+
+import ray
 
 from autoscaling.params import PolicyParams
+from autoscaling.policy_metrics import PolicyMetrics
 from autoscaling.signals import (
     PolicyContext,
     ReplicaReadings,
@@ -42,6 +45,20 @@ logger = logging.getLogger("ray.serve")
 _DELAY_EPS_S = 1e-6
 
 Direction = Literal["up", "down", "hold"]
+# Where the policy stands, one word for dashboards (the reason says the rest).
+Phase = Literal[
+    "steady",
+    "scaling_up",
+    "scaling_down",
+    "upscale_delay",
+    "downscale_delay",
+    "starting",
+    "cooldown",
+    "at_max",
+    "at_min",
+    "bounds",
+    "no_clock",
+]
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,8 @@ class Decision:
     state: PolicyState
     queue: float | None
     readings: ReplicaReadings | None
+    phase: Phase = "steady"
+    needs: Mapping[str, int] = field(default_factory=dict)  # replicas each signal asks for
 
     def state_dict(self) -> dict[str, Any]:
         """``policy_state`` to hand back to Serve, readable in logs as it is."""
@@ -107,7 +126,19 @@ class Decision:
             "qlp_latency_ms": readings.latency_ms if readings else None,
             "qlp_queue_wait_ms": readings.queue_wait_ms if readings else None,
             "qlp_throughput_rps": readings.throughput_rps if readings else None,
+            "qlp_phase": self.phase,
+            "qlp_needs": dict(self.needs),
         }
+
+
+class Step(NamedTuple):
+    """A candidate decision before the readings are attached."""
+
+    num_replicas: int
+    direction: Direction
+    why: str
+    state: PolicyState
+    phase: Phase
 
 
 def _clamp(num_replicas: int, ctx: PolicyContext) -> int:
@@ -146,7 +177,22 @@ def _needs(
     if readings.throughput_rps is not None and params.replica_capacity_rps is not None:
         planned_rps = params.replica_capacity_rps * params.target_utilization
         needs["throughput"] = math.ceil(readings.throughput_rps / planned_rps)
+    burst = _burst_replicas(readings, params, headroom=1.0)
+    if burst is not None:
+        needs["burst"] = burst
     return needs
+
+
+def _burst_replicas(readings: ReplicaReadings, params: PolicyParams, headroom: float) -> int | None:
+    """Replicas for the measured rate plus ``burst_headroom_rps``, run at full capacity.
+
+    Full capacity, not ``target_utilization``: the spare is there to be used
+    for the start-up time of the replicas a burst makes the policy add.
+    """
+    capacity = params.replica_capacity_rps
+    if readings.throughput_rps is None or capacity is None or params.burst_headroom_rps == 0:
+        return None
+    return math.ceil((readings.throughput_rps + params.burst_headroom_rps) / (capacity * headroom))
 
 
 def _downscale_floor(
@@ -170,12 +216,13 @@ def _downscale_floor(
         floor = max(
             floor, math.ceil(readings.throughput_rps / (planned_rps * params.downscale_headroom))
         )
-    return floor
+    burst = _burst_replicas(readings, params, headroom=params.downscale_headroom)
+    return floor if burst is None else max(floor, burst)
 
 
 def _cooling_down(
     ctx: PolicyContext, state: PolicyState, params: PolicyParams, now: float, up: bool
-) -> str | None:
+) -> tuple[Phase, str] | None:
     """Why the signals cannot judge the current count yet, if they cannot.
 
     Until a change has taken effect and ``cooldown_s`` has passed, Serve's
@@ -186,45 +233,50 @@ def _cooling_down(
     """
     starting = ctx.target_num_replicas - ctx.current_num_replicas
     if up and starting > 0:
-        return f"waiting for {starting} starting replicas"
+        return "starting", f"waiting for {starting} starting replicas"
     if state.settled_at_s is not None and now - state.settled_at_s < params.cooldown_s:
-        return f"cooling down {now - state.settled_at_s:.1f}/{params.cooldown_s:g}s"
+        return "cooldown", f"cooling down {now - state.settled_at_s:.1f}/{params.cooldown_s:g}s"
     return None
 
 
 def _scale_up(
     ctx: PolicyContext, params: PolicyParams, state: PolicyState, now: float, need: int, signal: str
-) -> tuple[int, Direction, str, PolicyState]:
+) -> Step:
     base = _clamp(ctx.target_num_replicas, ctx)
     candidate = _clamp(min(need, base + params.max_scale_up_step), ctx)
     if candidate <= base:
         why = f"{signal} wants {need}, capped at max_replicas"
-        return base, "hold", why, replace(state.steady(), descending=False)
+        return Step(base, "hold", why, replace(state.steady(), descending=False), "at_max")
     since = now if state.up_since_s is None else state.up_since_s
     if now - since + _DELAY_EPS_S < params.upscale_delay_s:
         why = f"{signal} wants {need}, waiting {now - since:.1f}/{params.upscale_delay_s:g}s"
-        return base, "hold", why, PolicyState(up_since_s=since, settled_at_s=state.settled_at_s)
+        waiting = PolicyState(up_since_s=since, settled_at_s=state.settled_at_s)
+        return Step(base, "hold", why, waiting, "upscale_delay")
     why = f"scale up {base}->{candidate}: {signal} wants {need}"
-    return candidate, "up", why, PolicyState(pending_up=True)
+    return Step(candidate, "up", why, PolicyState(pending_up=True), "scaling_up")
 
 
 def _scale_down(
     ctx: PolicyContext, params: PolicyParams, state: PolicyState, now: float, floor: int
-) -> tuple[int, Direction, str, PolicyState]:
+) -> Step:
     base = _clamp(ctx.target_num_replicas, ctx)
     step = max(1, math.floor(base * params.max_scale_down_fraction))
     candidate = _clamp(max(floor, base - step), ctx)
     if candidate >= base:
-        return base, "hold", f"all signals allow {floor}, held at min_replicas", state.steady()
+        why = f"all signals allow {floor}, held at min_replicas"
+        return Step(base, "hold", why, state.steady(), "at_min")
     # The delay guards the start of a descent; once under way, each further
     # step waits only for the signals to settle on the new count (cooldown_s).
     delay_s = 0.0 if state.descending else params.downscale_delay_s
     since = now if state.down_since_s is None else state.down_since_s
     if now - since + _DELAY_EPS_S < delay_s:
         why = f"all signals allow {floor}, waiting {now - since:.1f}/{delay_s:g}s"
-        return base, "hold", why, replace(state.steady(), down_since_s=since)
+        waiting = replace(state.steady(), down_since_s=since)
+        return Step(base, "hold", why, waiting, "downscale_delay")
     why = f"scale down {base}->{candidate}: all signals allow {floor}"
-    return candidate, "down", why, PolicyState(settled_at_s=now, descending=True)
+    return Step(
+        candidate, "down", why, PolicyState(settled_at_s=now, descending=True), "scaling_down"
+    )
 
 
 def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
@@ -235,7 +287,8 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
     - Up when any signal asks: the queue for ``queue / target_queue``
       replicas, latency for ``current * observed / (ratio * target)``,
       throughput (with ``replica_capacity_rps``) for ``rps / (capacity *
-      utilization)``. The largest wins, at most ``max_scale_up_step`` more,
+      utilization)``, and with ``burst_headroom_rps`` for ``(rps + burst) /
+      capacity``. The largest wins, at most ``max_scale_up_step`` more,
       once the need has lasted ``upscale_delay_s``.
     - Down only when all allow it (see ``_downscale_floor``), after
       ``downscale_delay_s``, at most ``max_scale_down_fraction`` fewer; while
@@ -249,26 +302,30 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
     hold = _clamp(target, ctx)
     now = finite_or_none(ctx.current_time)
     if now is None:
-        return Decision(hold, "hold", "no clock in the context", state.steady(), None, None)
+        why = "no clock in the context"
+        return Decision(hold, "hold", why, state.steady(), None, None, phase="no_clock")
     state = state.settle(ctx, now)
     queue = read_queue(ctx)
     readings = read_replicas(ctx, params, now)
     described = _describe(queue, readings, params)
+    needs = _needs(ctx, queue, readings, params)
 
-    def decision(num: int, direction: Direction, why: str, new_state: PolicyState) -> Decision:
+    def decision(step: Step) -> Decision:
+        num, direction, why, new_state, phase = step
         if num != target and direction == "hold":
             direction = "up" if num > target else "down"
             why = f"bounds moved {target}->{num}; {why}"
-        return Decision(num, direction, f"{why}; {described}", new_state, queue, readings)
+            phase = "bounds"
+        reason = f"{why}; {described}"
+        return Decision(num, direction, reason, new_state, queue, readings, phase, needs)
 
-    needs = _needs(ctx, queue, readings, params)
     if ctx.current_num_replicas == 0 and queue:
         need = _clamp(max(1, hold, needs.get("queue", 1)), ctx)
         if need == hold:
-            return decision(
-                hold, "hold", f"cold start: waiting for {hold} replicas", state.steady()
-            )
-        return decision(need, "up", f"cold start {target}->{need}", PolicyState(pending_up=True))
+            why = f"cold start: waiting for {hold} replicas"
+            return decision(Step(hold, "hold", why, state.steady(), "starting"))
+        why = f"cold start {target}->{need}"
+        return decision(Step(need, "up", why, PolicyState(pending_up=True), "scaling_up"))
 
     signal, need = max(needs.items(), key=lambda item: item[1], default=("none", 0))
     floor = _downscale_floor(queue, readings, params)
@@ -276,14 +333,16 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
     if need > hold or (floor is not None and floor < hold):
         blocker = _cooling_down(ctx, state, params, now, up=need > hold)
         if blocker is not None:
+            phase, why = blocker
             # An upscale need ends a descent even while it has to wait.
             waiting = replace(state.steady(), descending=state.descending and need <= hold)
-            return decision(hold, "hold", f"{wants}, {blocker}", waiting)
+            return decision(Step(hold, "hold", f"{wants}, {why}", waiting, phase))
     if need > hold:
-        return decision(*_scale_up(ctx, params, state, now, need, signal))
+        return decision(_scale_up(ctx, params, state, now, need, signal))
     if floor is not None and floor < hold:
-        return decision(*_scale_down(ctx, params, state, now, floor))
-    return decision(hold, "hold", "within targets", replace(state.steady(), descending=False))
+        return decision(_scale_down(ctx, params, state, now, floor))
+    steady = replace(state.steady(), descending=False)
+    return decision(Step(hold, "hold", "within targets", steady, "steady"))
 
 
 class QueueLatencyPolicy:
@@ -291,13 +350,20 @@ class QueueLatencyPolicy:
 
     def __init__(self, **policy_kwargs: Any) -> None:
         self.params = PolicyParams(**policy_kwargs)
+        # Created on first use inside Ray (the controller); the simulator has no Ray.
+        self._metrics: PolicyMetrics | None = None
 
     def __call__(self, ctx: PolicyContext) -> tuple[int, dict[str, Any]]:
         result = decide(ctx, self.params)
+        deployment = str(getattr(ctx, "deployment_name", "deployment"))
         if result.direction != "hold":
-            logger.info(
-                "Autoscaling %s: %s",
-                getattr(ctx, "deployment_name", "deployment"),
-                result.reason,
-            )
+            logger.info("Autoscaling %s: %s", deployment, result.reason)
+        metrics = self._metrics_if_in_ray()
+        if metrics is not None:
+            metrics.record(deployment, str(getattr(ctx, "app_name", "")), result)
         return result.num_replicas, result.state_dict()
+
+    def _metrics_if_in_ray(self) -> PolicyMetrics | None:
+        if self._metrics is None and ray.is_initialized():
+            self._metrics = PolicyMetrics()
+        return self._metrics

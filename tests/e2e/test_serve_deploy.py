@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from autoscaling.policy_metrics import DECISIONS
 from benchmarks.service_process import free_port
 from tests.e2e.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
 
@@ -161,6 +162,15 @@ def metric_total(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def has_sample(text: str, name: str, **labels: str) -> bool:
+    """Whether `name` has a sample whose labels include `labels` (whatever its value)."""
+    return any(
+        all(f'{k}="{v}"' in line for k, v in labels.items())
+        for line in text.splitlines()
+        if line.startswith(name + "{")
+    )
+
+
 @pytest.mark.timeout(300)
 def test_custom_metrics_reach_prometheus(cluster: RayCluster) -> None:
     """Runs after the deploy test: the application is up and has served traffic."""
@@ -172,7 +182,9 @@ def test_custom_metrics_reach_prometheus(cluster: RayCluster) -> None:
     text = ""
     while time.monotonic() < deadline:
         text = scrape(cluster)
-        if metric_total(text, "ray_inference_requests_total", status="404") >= 1:
+        if metric_total(text, "ray_inference_requests_total", status="404") >= 1 and (
+            metric_total(text, "ray_inference_autoscaler_decided_replicas", deployment=MODEL)
+        ):
             break
         time.sleep(2)
     ok = metric_total(text, "ray_inference_requests_total", model=MODEL, status="200")
@@ -189,6 +201,15 @@ def test_custom_metrics_reach_prometheus(cluster: RayCluster) -> None:
     # Each histogram is exported on its own schedule: compare orders, not exact counts.
     assert metric_total(text, "ray_inference_forward_s_count", model=MODEL) >= 1
     assert metric_total(text, "ray_inference_batch_queue_wait_s_count", model=MODEL) >= passes
+    # The autoscaling policy exports its standing from the controller: a count within
+    # min/max, what each signal asks for, and exactly one current phase.
+    decided = metric_total(text, "ray_inference_autoscaler_decided_replicas", deployment=MODEL)
+    assert 1 <= decided <= 2  # min_replicas 1, max_replicas 2
+    for signal in ("queue", "latency", "throughput", "burst"):
+        assert has_sample(
+            text, "ray_inference_autoscaler_signal_replicas", deployment=MODEL, signal=signal
+        ), signal
+    assert metric_total(text, "ray_inference_autoscaler_phase", deployment=MODEL) == 1
     # The Grafana dashboard is built on these names and Serve's own; all must exist.
     # Counters of rare events appear after their first event; those must at least be declared.
     dashboard = (REPO_ROOT / "deploy" / "grafana" / "serve-inference.json").read_text()
@@ -196,6 +217,8 @@ def test_custom_metrics_reach_prometheus(cluster: RayCluster) -> None:
     rare = {"ray_inference_fallbacks_total", "ray_inference_rejections_total"}
     for name in sorted(set(re.findall(r"ray_[a-z_]+", dashboard))):
         family = re.sub(r"_(bucket|sum|count)$", "", name)
+        if family == f"ray_{DECISIONS}":
+            continue  # declared in autoscaling/policy_metrics.py; appears after a scale event
         if family in rare:
             assert f'"{family.removeprefix("ray_").removesuffix("_total")}_total"' in declared
         else:

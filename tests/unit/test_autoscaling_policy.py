@@ -383,6 +383,31 @@ def test_throughput_sets_the_floor_of_a_scale_down() -> None:
     assert decide(ctx, p).num_replicas == 6
 
 
+def test_burst_headroom_keeps_spare_capacity_at_full_replica_rate() -> None:
+    ctx = FakeContext(total_num_requests=4.0, replicas=replicas(2, throughput_rps=25.0))
+    p = params(replica_capacity_rps=50.0, target_utilization=0.8, burst_headroom_rps=120.0)
+    result = decide(ctx, p)
+    # (50 rps measured + 120 spare) / 50 rps per replica = 3.4 -> 4; throughput alone wants 2
+    assert result.num_replicas == 4
+    assert "burst wants 4" in result.reason
+
+
+def test_burst_headroom_holds_replicas_a_quiet_period_would_remove() -> None:
+    quiet = replicas(6, p95_ms=10.0, throughput_rps=0.0)
+    p = params(replica_capacity_rps=50.0, max_scale_down_fraction=1.0)
+    assert decide(idle_enough(replicas=quiet, total_num_requests=0.0), p).num_replicas == 1
+    spare = p.model_copy(update={"burst_headroom_rps": 120.0})
+    # 120 / (50 * 0.8 headroom) = 3 replicas stay for a burst
+    assert decide(idle_enough(replicas=quiet, total_num_requests=0.0), spare).num_replicas == 3
+
+
+def test_burst_headroom_without_replica_metrics_asks_for_nothing() -> None:
+    p = params(replica_capacity_rps=50.0, burst_headroom_rps=500.0)
+    result = decide(FakeContext(total_num_requests=8.0, replicas=None), p)
+    assert result.num_replicas == 2
+    assert "within targets" in result.reason
+
+
 # -- state, parameters, logging ---------------------------------------------
 
 
@@ -432,6 +457,10 @@ def test_each_scaling_decision_is_logged_with_its_reason(
             "must be below latency_upscale_ratio",
         ),
         ({"latency_target_ms": 100, "target_queue_per_replica": 4, "typo_s": 1}, "typo_s"),
+        (
+            {"latency_target_ms": 100, "target_queue_per_replica": 4, "burst_headroom_rps": 50},
+            "needs replica_capacity_rps",
+        ),
     ],
 )
 def test_parameters_fail_with_an_actionable_message(kwargs: dict[str, Any], message: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from ray.serve.config import AutoscalingContext
 
 from autoscaling import traces
-from autoscaling.compare import Setup, compare, format_table
+from autoscaling.compare import GOAL_SHARE, OurSetting, Setup, compare, format_table
 from autoscaling.controller_model import (
     DeploymentID,
     apply_bounds,
@@ -219,7 +219,11 @@ def test_comparison_writes_table_json_and_a_png_per_trace(tmp_path: Path) -> Non
         duration_s=40.0,
         ray_targets=(1.0, 2.0, 4.0),
         max_replicas=10,
+        default_setting=OurSetting(0.8, 20.0),
+        our_utilizations=(0.8, 0.9),
+        our_bursts_rps=(0.0,),
     )
+    assert len(setup.our_settings()) == 3  # the default joins the grid
     reports, single = compare(setup, tmp_path, workers=2)
     assert [r.trace for r in reports] == ["steady", "ramp", "spike", "diurnal", "on_off"]
     for report in reports:
@@ -227,8 +231,14 @@ def test_comparison_writes_table_json_and_a_png_per_trace(tmp_path: Path) -> Non
         assert 0.0 <= report.ours.share_within_target <= 1.0
         assert report.ray_stock.policy.endswith("=2)")
         if report.ray_tuned is not None:
-            assert report.ray_tuned.share_within_target >= report.ours.share_within_target
+            assert report.ray_tuned.share_within_target >= report.ours_tuned.share_within_target
+        # The tuned setting is the cheapest reaching the goal, or the best share there is.
+        if report.ours_tuned.share_within_target < GOAL_SHARE:
+            assert report.ours.share_within_target <= report.ours_tuned.share_within_target
+        elif report.ours.share_within_target >= GOAL_SHARE:
+            assert report.ours_tuned.replica_seconds <= report.ours.replica_seconds
     table = format_table(reports, single, setup.latency_target_ms)
     assert table.count("| steady |") >= 2
     assert "all traces" in table
+    assert "burst 20 rps" in table
     json.dumps([r.verdict for r in reports])
