@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 
 from deployments.loading import ModelSource, footprint_bytes, load_pretrained, parameter_count
+from deployments.torchscript import choose_forward
 
 
 @dataclass(frozen=True)
@@ -44,18 +45,30 @@ class ClassificationModel:
             max_input_tokens,
         ]
         self.max_input_tokens = min(limit for limit in limits if limit)
+        self._forward, self.execution = choose_forward(
+            self.model,
+            self._tokenize,
+            "logits",
+            source.torchscript,
+            self.device,
+            source.quantization,
+        )
 
-    @torch.inference_mode()
-    def probabilities(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[int]]:
-        """(texts, labels) scores and each text's token count after truncation."""
-        encoded = self.tokenizer(
-            list(texts),
+    def _tokenize(self, texts: list[str]) -> BatchEncoding:
+        encoded: BatchEncoding = self.tokenizer(
+            texts,
             padding=True,
             truncation=True,
             max_length=self.max_input_tokens,
             return_tensors="pt",
         ).to(self.device)
-        logits = self.model(**encoded).logits.float()
+        return encoded
+
+    @torch.inference_mode()
+    def probabilities(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[int]]:
+        """(texts, labels) scores and each text's token count after truncation."""
+        encoded = self._tokenize(list(texts))
+        logits = self._forward(encoded).float()
         scores = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
         tokens = encoded["attention_mask"].sum(dim=1).tolist()
         return scores.cpu().numpy().astype(np.float32), tokens
@@ -84,6 +97,7 @@ class ClassificationModel:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "quantization": self.source.quantization,
+            "execution": self.execution,
             "parameters": parameter_count(self.model),
             "memory_bytes": footprint_bytes(self.model),
         }

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
 from deployments.loading import ModelSource, footprint_bytes, load_pretrained, parameter_count
 from deployments.pooling import PoolingConfig, normalize, pool
+from deployments.torchscript import choose_forward
 
 
 @dataclass(frozen=True)
@@ -40,17 +41,29 @@ class EmbeddingModel:
         ]
         self.max_input_tokens = min(limit for limit in limits if limit)
         self.dimensions = int(self.model.config.hidden_size)
+        self._forward, self.execution = choose_forward(
+            self.model,
+            self._tokenize,
+            "last_hidden_state",
+            source.torchscript,
+            self.device,
+            source.quantization,
+        )
 
-    @torch.inference_mode()
-    def embed(self, texts: list[str]) -> EmbeddingBatch:
-        encoded = self.tokenizer(
+    def _tokenize(self, texts: list[str]) -> BatchEncoding:
+        encoded: BatchEncoding = self.tokenizer(
             texts,
             padding=True,
             truncation=True,
             max_length=self.max_input_tokens,
             return_tensors="pt",
         ).to(self.device)
-        hidden = self.model(**encoded).last_hidden_state
+        return encoded
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> EmbeddingBatch:
+        encoded = self._tokenize(texts)
+        hidden = self._forward(encoded)
         vectors = pool(hidden.float(), encoded["attention_mask"], self.pooling.mode)
         if self.pooling.normalize:
             vectors = normalize(vectors)
@@ -68,6 +81,7 @@ class EmbeddingModel:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "quantization": self.source.quantization,
+            "execution": self.execution,
             "parameters": parameter_count(self.model),
             "memory_bytes": footprint_bytes(self.model),
         }

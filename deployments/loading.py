@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployments.quantization_skips import full_precision_modules
+from deployments.torchscript import TorchscriptMode
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +60,26 @@ class ModelSource(BaseModel):
         "thread keep both cores busy where 1 pass of 2 threads waits for its slower thread.",
     )
 
+    torchscript: TorchscriptMode = Field(
+        default="auto",
+        description="Run embedding and classification forward passes as a TorchScript trace, "
+        "checked against eager PyTorch at start-up (a model that differs stays eager). `auto`: "
+        "on for unquantized models on CPU, where it was measured to pay; `on`: on any device.",
+    )
+
     @model_validator(mode="after")
     def _exactly_one_location(self) -> ModelSource:
         if (self.path is None) == (self.package is None):
             raise ValueError("give exactly one of 'path' (a local model directory) or 'package'")
+        return self
+
+    @model_validator(mode="after")
+    def _no_trace_of_quantized_layers(self) -> ModelSource:
+        if self.torchscript == "on" and self.quantization != "none":
+            raise ValueError(
+                f"torchscript: on cannot trace bitsandbytes layers (quantization: "
+                f"{self.quantization}); use torchscript: auto or off with quantization"
+            )
         return self
 
     @model_validator(mode="after")

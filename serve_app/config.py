@@ -50,6 +50,15 @@ class ModelSpec(ModelSource):
     cache: bool = Field(default=True, description="Embeddings: use the ingress cache.")
 
     @model_validator(mode="after")
+    def _torchscript_only_where_it_runs(self) -> ModelSpec:
+        if self.task == "generation" and self.torchscript == "on":
+            raise ValueError(
+                "torchscript applies to embedding and classification models; generation runs "
+                "eager generate() (use torchscript: auto or off)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _parallel_passes_only_where_they_run(self) -> ModelSpec:
         if self.task == "generation" and self.parallel_passes > 1:
             raise ValueError(

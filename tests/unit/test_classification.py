@@ -51,6 +51,7 @@ def test_describe_names_labels_and_placement(classifier: ClassificationModel) ->
     assert card["labels"] == list(CLASS_LABELS)
     assert card["max_input_tokens"] == 128
     assert (card["device"], card["dtype"], card["quantization"]) == ("cpu", "float32", "none")
+    assert card["execution"] == "torchscript"  # auto on CPU; the scores above are the trace's
     assert card["parameters"] == sum(p.numel() for p in classifier.model.parameters())
 
 
