@@ -168,6 +168,8 @@ class SingleSetting:
     ours_replica_seconds: float
     target_ongoing_requests: float | None  # None: no grid value reaches our share everywhere
     replica_seconds: float
+    # (trace, ours, Ray at that target), replica-seconds, when there is such a target
+    per_trace: tuple[tuple[str, float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,11 @@ def single_setting(
                 best = (target, total)
     if best is None:
         return SingleSetting(setup.default_setting, ours_total, None, math.nan)
-    return SingleSetting(setup.default_setting, ours_total, best[0], best[1])
+    per_trace = tuple(
+        (report.trace, report.ours.replica_seconds, per_trace[best[0]].replica_seconds)
+        for report, per_trace in zip(reports, grid, strict=True)
+    )
+    return SingleSetting(setup.default_setting, ours_total, best[0], best[1], per_trace)
 
 
 def compare(setup: Setup, out_dir: Path, workers: int) -> tuple[list[TraceReport], SingleSetting]:
@@ -363,10 +369,13 @@ def format_table(
     if single.target_ongoing_requests is None:
         summary = f"{ours_head}; no single Ray setting reaches our share on every trace"
     else:
+        each = ", ".join(
+            f"{trace} {ours:.0f} vs {ray:.0f}" for trace, ours, ray in single.per_trace
+        )
         summary = (
             f"{ours_head}; Ray's default needs "
             f"target_ongoing_requests={single.target_ongoing_requests:g} to reach it on every "
-            f"trace: {single.replica_seconds:.0f} replica-s"
+            f"trace: {single.replica_seconds:.0f} replica-s (per trace, ours vs Ray: {each})"
         )
     return "\n".join([*lines, "", *verdicts, summary])
 

@@ -241,4 +241,8 @@ def test_comparison_writes_table_json_and_a_png_per_trace(tmp_path: Path) -> Non
     assert table.count("| steady |") >= 2
     assert "all traces" in table
     assert "burst 20 rps" in table
+    if single.target_ongoing_requests is not None:
+        assert [trace for trace, _, _ in single.per_trace] == [r.trace for r in reports]
+        assert sum(ray for _, _, ray in single.per_trace) == pytest.approx(single.replica_seconds)
+        assert "per trace, ours vs Ray: steady" in table
     json.dumps([r.verdict for r in reports])
