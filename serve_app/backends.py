@@ -21,7 +21,7 @@ from deployments.classification_model import Classification
 from deployments.embedding_model import EmbeddingBatch
 from deployments.generation_types import GenerationChunk, GenerationRequest, GenerationResult
 from deployments.input_errors import InputRejected
-from serve_app.coalescer import EmbeddingCoalescer
+from serve_app.coalescer import CoalescerFull, EmbeddingCoalescer
 from serve_app.errors import InvalidRequest, Overloaded, ServiceUnavailable
 
 T = TypeVar("T")
@@ -128,6 +128,8 @@ async def _translate_failures(call: Awaitable[T], model_name: str) -> T:
             f"The model '{model_name}' is at capacity; retry later.",
             retry_after_s=getattr(exc, "retry_after_s", None) or 1.0,
         ) from exc
+    except CoalescerFull as exc:
+        raise Overloaded(f"The model '{model_name}' is at capacity; retry later.") from exc
     except (RayActorError, DeploymentUnavailableError) as exc:
         raise ServiceUnavailable(
             f"The model '{model_name}' is temporarily unavailable; retry later."

@@ -28,16 +28,28 @@ from deployments.embedding_model import EmbeddingBatch
 MAX_COALESCED_INPUTS = 8
 MAX_INPUTS_PER_CALL = 64
 MAX_IN_FLIGHT_PER_MODEL = 4
-# Callers the coalescer holds (waiting or riding a call). Past this, requests go straight to the
-# model, whose `max_queued_requests` refuses the excess with a 503: under overload the queue here
-# would otherwise grow without bound (and latency with it).
+# Callers the coalescer holds (waiting or riding a call): a round of full calls, about a second
+# of work for a CPU replica. Past this, small requests are refused at once (503 + Retry-After).
+# Sending them on one call each instead (as an earlier version did) spent the CPU on per-call
+# overhead just when the model was behind: measured in an open loop at 1.25x capacity, answers
+# fell to under half of capacity and the queue grew past 30 s, with no 503 at all.
 MAX_COALESCED_CALLERS = MAX_INPUTS_PER_CALL * MAX_IN_FLIGHT_PER_MODEL
+
+
+# Nor does a small request join a queue whose oldest caller has waited this long: the model is
+# behind, and the count above may hold several seconds of work for a slow model.
+MAX_QUEUE_WAIT_S = 1.0
+
+
+class CoalescerFull(Exception):
+    """The model is so far behind that this ingress already holds a round of full calls."""
 
 
 @dataclass
 class _Waiting:
     texts: list[str]
     answer: asyncio.Future[EmbeddingBatch]
+    since: float  # event-loop time it arrived
 
 
 class _Lane:
@@ -52,10 +64,17 @@ class _Lane:
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
 
     def submit(self, texts: list[str]) -> asyncio.Future[EmbeddingBatch]:
-        answer: asyncio.Future[EmbeddingBatch] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(texts, answer))
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[EmbeddingBatch] = loop.create_future()
+        self._waiting.append(_Waiting(texts, answer, loop.time()))
         self._pump()
         return answer
+
+    def oldest_wait_s(self) -> float:
+        """How long the longest-waiting caller has waited for a call (0 if none waits)."""
+        if not self._waiting:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._waiting[0].since
 
     def _pump(self) -> None:
         while self._in_flight < self._max_in_flight:
@@ -117,7 +136,9 @@ class EmbeddingCoalescer:
         max_in_flight_per_model: int = MAX_IN_FLIGHT_PER_MODEL,
         max_inputs_per_call: int = MAX_INPUTS_PER_CALL,
         max_callers: int = MAX_COALESCED_CALLERS,
+        max_wait_s: float = MAX_QUEUE_WAIT_S,
     ) -> None:
+        self._max_wait_s = max_wait_s
         self._max_in_flight = max_in_flight_per_model
         self._max_inputs = max_inputs_per_call
         self._max_callers = max_callers
@@ -125,12 +146,17 @@ class EmbeddingCoalescer:
         self._callers = 0  # waiting for, or riding in, a gathered call
 
     async def embed(self, handle: Any, texts: list[str]) -> EmbeddingBatch:
-        if len(texts) > MAX_COALESCED_INPUTS or self._callers >= self._max_callers:
+        if len(texts) > MAX_COALESCED_INPUTS:
+            # Large requests amortise their own call; the model's `max_queued_requests` bounds them.
             batch: EmbeddingBatch = await handle.embed.remote(texts)
             return batch
+        if self._callers >= self._max_callers:
+            raise CoalescerFull(f"{self._callers} small requests already wait for this model")
         lane = self._lanes.get(id(handle))
         if lane is None:
             lane = self._lanes[id(handle)] = _Lane(handle, self._max_in_flight, self._max_inputs)
+        if lane.oldest_wait_s() > self._max_wait_s:
+            raise CoalescerFull(f"small requests have waited {lane.oldest_wait_s():.1f} s")
         self._callers += 1
         try:
             return await lane.submit(texts)

@@ -1,8 +1,8 @@
 """The ingress's embedding coalescer: what it gathers, and its bound under overload.
 
 Small requests wait in the coalescer for a gathered call while the model's calls are busy. Past
-what one round of gathered calls carries, more requests go straight to the model, whose
-`max_queued_requests` refuses the excess (a 503 at the API) instead of a queue growing here.
+what one round of gathered calls carries, more small requests are refused at once (a 503 with
+Retry-After at the API) instead of a queue growing here or one-text calls swamping the model.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ import numpy as np
 import pytest
 
 from deployments.embedding_model import EmbeddingBatch
+from serve_app.backends import HandleBackend
 from serve_app.coalescer import (
     MAX_COALESCED_CALLERS,
+    MAX_COALESCED_INPUTS,
     MAX_IN_FLIGHT_PER_MODEL,
     MAX_INPUTS_PER_CALL,
+    CoalescerFull,
     EmbeddingCoalescer,
 )
+from serve_app.errors import Overloaded
 
 
 class _Method:
@@ -47,29 +51,44 @@ class BlockedHandle:
         )
 
 
-async def _overload(extra: int) -> tuple[BlockedHandle, list[EmbeddingBatch]]:
+async def _overload(extra: int) -> tuple[BlockedHandle, list[EmbeddingBatch | BaseException]]:
     coalescer = EmbeddingCoalescer()
     handle = BlockedHandle()
     texts = ["x" * (1 + i % 7) for i in range(MAX_COALESCED_CALLERS + extra)]
     tasks = [asyncio.create_task(coalescer.embed(handle, [text])) for text in texts]
-    for _ in range(50):  # let every request reach the coalescer or the handle
+    for _ in range(50):  # let every request reach the coalescer
         await asyncio.sleep(0)
-    calls_while_blocked = len(handle.calls)
-    direct = [call for call in handle.calls if len(call) == 1]
-    assert len(direct) >= extra, (calls_while_blocked, extra)
+    refused = [task for task in tasks if task.done()]
+    assert len(refused) == extra  # answered while the model is still blocked: no waiting
+    assert sum(len(call) for call in handle.calls) <= MAX_COALESCED_CALLERS
     handle.release.set()
-    results = await asyncio.gather(*tasks)
-    for text, batch in zip(texts, results, strict=True):
-        assert batch.token_counts == [len(text)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
     return handle, results
 
 
-def test_callers_past_one_round_of_gathered_calls_go_straight_to_the_model() -> None:
+def test_callers_past_one_round_of_gathered_calls_are_refused_at_once() -> None:
     handle, results = asyncio.run(_overload(extra=40))
-    assert len(results) == MAX_COALESCED_CALLERS + 40
-    assert sum(len(call) for call in handle.calls) == len(results)
-    gathered = [call for call in handle.calls if len(call) > 1]
-    assert gathered  # the rest still shared calls
+    refused = [r for r in results if isinstance(r, CoalescerFull)]
+    served = [r for r in results if isinstance(r, EmbeddingBatch)]
+    assert (len(refused), len(served)) == (40, MAX_COALESCED_CALLERS)
+    # No one-text calls on the side: every accepted request rode a gathered call.
+    assert sum(len(call) for call in handle.calls) == MAX_COALESCED_CALLERS
+    assert len(handle.calls) < MAX_COALESCED_CALLERS // 8
+
+
+def test_large_requests_bypass_the_bound_to_the_models_own_queue() -> None:
+    async def run() -> BlockedHandle:
+        coalescer = EmbeddingCoalescer(max_callers=0)
+        handle = BlockedHandle()
+        big = asyncio.create_task(coalescer.embed(handle, ["t"] * (MAX_COALESCED_INPUTS + 1)))
+        await asyncio.sleep(0)
+        with pytest.raises(CoalescerFull):
+            await coalescer.embed(handle, ["small"])
+        handle.release.set()
+        await big
+        return handle
+
+    assert [len(call) for call in asyncio.run(run()).calls] == [MAX_COALESCED_INPUTS + 1]
 
 
 def test_below_the_bound_every_small_request_is_gathered() -> None:
@@ -198,3 +217,11 @@ def test_large_requests_go_straight_to_the_model() -> None:
         await asyncio.gather(small, big)
 
     asyncio.run(run())
+
+
+def test_a_refusal_reaches_the_api_as_overloaded_with_retry_after() -> None:
+    backend = HandleBackend(BlockedHandle(), "m", EmbeddingCoalescer(max_callers=0))
+    with pytest.raises(Overloaded) as refused:
+        asyncio.run(backend.embed(["x"]))
+    assert refused.value.status_code == 503
+    assert refused.value.headers == {"Retry-After": "1"}
