@@ -225,3 +225,21 @@ def test_a_refusal_reaches_the_api_as_overloaded_with_retry_after() -> None:
         asyncio.run(backend.embed(["x"]))
     assert refused.value.status_code == 503
     assert refused.value.headers == {"Retry-After": "1"}
+
+
+def test_a_small_request_is_refused_once_the_queue_has_waited_too_long() -> None:
+    async def run() -> list[EmbeddingBatch]:
+        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1, max_wait_s=0.05)
+        handle = BlockedHandle()
+        riding = asyncio.create_task(coalescer.embed(handle, ["a"]))
+        await _settle()
+        waiting = asyncio.create_task(coalescer.embed(handle, ["bb"]))
+        await _settle()
+        await asyncio.sleep(0.1)  # the waiting request is now older than max_wait_s
+        with pytest.raises(CoalescerFull, match="waited"):
+            await coalescer.embed(handle, ["ccc"])
+        handle.release.set()
+        return [await riding, await waiting]  # those already accepted are still answered
+
+    answers = asyncio.run(run())
+    assert [a.token_counts for a in answers] == [[1], [2]]
