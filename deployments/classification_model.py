@@ -14,7 +14,13 @@ import numpy.typing as npt
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 
-from deployments.loading import ModelSource, footprint_bytes, load_pretrained, parameter_count
+from deployments.loading import (
+    ModelSource,
+    footprint_bytes,
+    load_pretrained,
+    parameter_count,
+    tokenize,
+)
 from deployments.torchscript import choose_forward
 
 
@@ -55,13 +61,7 @@ class ClassificationModel:
         )
 
     def _tokenize(self, texts: list[str]) -> BatchEncoding:
-        encoded: BatchEncoding = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.max_input_tokens,
-            return_tensors="pt",
-        ).to(self.device)
+        encoded: BatchEncoding = tokenize(self.tokenizer, texts, self.max_input_tokens, self.device)
         return encoded
 
     @torch.inference_mode()

@@ -9,7 +9,13 @@ import numpy.typing as npt
 import torch
 from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
-from deployments.loading import ModelSource, footprint_bytes, load_pretrained, parameter_count
+from deployments.loading import (
+    ModelSource,
+    footprint_bytes,
+    load_pretrained,
+    parameter_count,
+    tokenize,
+)
 from deployments.pooling import PoolingConfig, normalize, pool
 from deployments.torchscript import choose_forward
 
@@ -51,13 +57,7 @@ class EmbeddingModel:
         )
 
     def _tokenize(self, texts: list[str]) -> BatchEncoding:
-        encoded: BatchEncoding = self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.max_input_tokens,
-            return_tensors="pt",
-        ).to(self.device)
+        encoded: BatchEncoding = tokenize(self.tokenizer, texts, self.max_input_tokens, self.device)
         return encoded
 
     @torch.inference_mode()

@@ -119,6 +119,13 @@ class ModelSource(BaseModel):
         return directory
 
 
+def tokenize(tokenizer: Any, texts: list[str], max_length: int, device: torch.device) -> Any:
+    """Padded, truncated model inputs for `texts`, on `device` (a `BatchEncoding`)."""
+    return tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    ).to(device)
+
+
 def pick_device(requested: DeviceName) -> torch.device:
     """`auto` means CUDA when this process was given a GPU, else CPU."""
     cuda_available = torch.cuda.is_available()

@@ -87,7 +87,9 @@ def test_missing_readings_are_exported_as_zero_not_left_stale() -> None:
     assert registry.value("signal_replicas", signal="latency") == 0
 
 
-def test_outside_ray_the_policy_exports_nothing() -> None:
+def test_outside_ray_the_policy_exports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The simulator runs the policy without Ray (a whole test session may have Ray up).
+    monkeypatch.setattr("autoscaling.policy.ray.is_initialized", lambda: False)
     policy = QueueLatencyPolicy(**params().model_dump())
     policy(FakeContext())
-    assert policy._metrics is None  # the simulator and unit tests run without Ray
+    assert policy._metrics is None
