@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from autoscaling.policy_metrics import DECISIONS
+from autoscaling.policy_metrics import DECISIONS, SIGNALS
 from benchmarks.service_process import free_port
 from tests.e2e.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
 
@@ -205,7 +205,7 @@ def test_custom_metrics_reach_prometheus(cluster: RayCluster) -> None:
     # min/max, what each signal asks for, and exactly one current phase.
     decided = metric_total(text, "ray_inference_autoscaler_decided_replicas", deployment=MODEL)
     assert 1 <= decided <= 2  # min_replicas 1, max_replicas 2
-    for signal in ("queue", "latency", "throughput", "burst"):
+    for signal in SIGNALS:
         assert has_sample(
             text, "ray_inference_autoscaler_signal_replicas", deployment=MODEL, signal=signal
         ), signal

@@ -42,15 +42,20 @@ class Registry:
         return self.metrics[PREFIX + name].values[tuple(sorted({**base, **tags}.items()))]
 
 
-def record(registry: Registry, sink: PolicyMetrics, ctx: FakeContext, p: PolicyParams) -> None:
+def recorder() -> tuple[Registry, PolicyMetrics]:
+    """Policy metrics writing into a fresh fake registry."""
+    registry = Registry()
+    return registry, PolicyMetrics(gauge=registry.make, counter=registry.make)
+
+
+def record(sink: PolicyMetrics, ctx: FakeContext, p: PolicyParams) -> None:
     sink.record("model", "app", decide(ctx, p))
 
 
 def test_a_decision_sets_every_signal_reading_and_the_phase() -> None:
-    registry = Registry()
-    sink = PolicyMetrics(gauge=registry.make, counter=registry.make)
+    registry, sink = recorder()
     ctx = FakeContext(total_num_requests=4.0, replicas=replicas(2, p95_ms=320.0))
-    record(registry, sink, ctx, params(replica_capacity_rps=50.0))
+    record(sink, ctx, params(replica_capacity_rps=50.0))
     assert registry.value("signal_replicas", signal="latency") == 4
     assert registry.value("signal_replicas", signal="queue") == 1
     assert registry.value("signal_replicas", signal="throughput") == 1  # 20 rps / 35
@@ -65,23 +70,21 @@ def test_a_decision_sets_every_signal_reading_and_the_phase() -> None:
 
 
 def test_the_phase_left_goes_to_zero_and_holds_are_not_counted() -> None:
-    registry = Registry()
-    sink = PolicyMetrics(gauge=registry.make, counter=registry.make)
+    registry, sink = recorder()
     slow = FakeContext(total_num_requests=4.0, replicas=replicas(2, p95_ms=320.0))
-    record(registry, sink, slow, params(upscale_delay_s=5.0))
+    record(sink, slow, params(upscale_delay_s=5.0))
     assert registry.value("phase", phase="upscale_delay") == 1.0
-    record(registry, sink, FakeContext(total_num_requests=8.0), params())
+    record(sink, FakeContext(total_num_requests=8.0), params())
     assert registry.value("phase", phase="upscale_delay") == 0.0
     assert registry.value("phase", phase="steady") == 1.0
     assert registry.metrics[PREFIX + "decisions_total"].values == {}
 
 
 def test_missing_readings_are_exported_as_zero_not_left_stale() -> None:
-    registry = Registry()
-    sink = PolicyMetrics(gauge=registry.make, counter=registry.make)
-    record(registry, sink, FakeContext(replicas=replicas(2, p95_ms=320.0)), params())
+    registry, sink = recorder()
+    record(sink, FakeContext(replicas=replicas(2, p95_ms=320.0)), params())
     assert registry.value("latency_ms") > 0
-    record(registry, sink, FakeContext(replicas=None), params())
+    record(sink, FakeContext(replicas=None), params())
     assert registry.value("latency_ms") == 0.0
     assert registry.value("latency_replicas") == 0
     assert registry.value("signal_replicas", signal="latency") == 0
