@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,14 @@ from deployments.replica_stats import Timed
 # It must be in the environment before torch loads, hence the replica's runtime_env.
 MODEL_RUNTIME_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
+# Forward passes are long and batch-friendly; the event loops that move requests (this replica's,
+# the ingress's, the proxy's) are short and on every request's path. On cores shared between
+# them, a pass that holds a core makes a waiting request wait too. Forward threads therefore run
+# at a lower CPU priority (Linux niceness is per thread, and torch's own threads inherit it).
+# Measured in an open loop at 150 req/s on 2 cores: p50 100 -> 75 ms, p99 320 -> 190-260 ms,
+# same throughput at 32 clients; niceness 19 starved passes behind Ray's background processes.
+FORWARD_THREAD_NICENESS = 10
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -34,7 +44,10 @@ class ModelReplica:
         # Forward passes run off the event loop so requests keep queueing while a batch runs.
         self._parallel_passes = parallel_passes
         self._forward_pool = ThreadPoolExecutor(
-            max_workers=parallel_passes, thread_name_prefix="forward"
+            max_workers=parallel_passes,
+            thread_name_prefix="forward",
+            initializer=lower_thread_priority,
+            initargs=(FORWARD_THREAD_NICENESS,),
         )
         self._settings = settings or BatchSettings()
         self._observer = BatchObserver(model_name)
@@ -84,7 +97,33 @@ class ModelReplica:
     def reset_batch_sizes(self) -> None:
         self._observer.record.clear()
 
-    def replica_info(self) -> dict[str, object]:
-        """Which process answers: for tests and operators checking restarts and failures."""
+    async def replica_info(self) -> dict[str, object]:
+        """Which process answers, and the CPU priorities its threads run at: for tests and
+        operators checking restarts, failures and who gets the cores first."""
         context = serve.get_replica_context()
-        return {"pid": os.getpid(), "replica_id": context.replica_id.unique_id}
+        loop = asyncio.get_running_loop()
+        forward = await loop.run_in_executor(self._forward_pool, thread_niceness)
+        return {
+            "pid": os.getpid(),
+            "replica_id": context.replica_id.unique_id,
+            "niceness": {"event_loop": thread_niceness(), "forward": forward},
+        }
+
+
+def thread_niceness() -> int:
+    """The calling thread's niceness (the process's, where threads have none of their own)."""
+    if not sys.platform.startswith("linux"):
+        return os.getpriority(os.PRIO_PROCESS, 0)
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def lower_thread_priority(by: int) -> None:
+    """Raise the calling thread's niceness by `by` (at most to 19); only Linux has per-thread
+    niceness, elsewhere this does nothing rather than slow the whole process."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        niceness = min(19, thread_niceness() + by)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except OSError:  # a sandbox that forbids it: the passes run at the usual priority
+        return

@@ -12,6 +12,7 @@ import openai
 import pytest
 from ray import serve
 
+from deployments.replica_base import FORWARD_THREAD_NICENESS
 from serve_app.app import build_app
 from serve_app.encoding import from_base64
 from tests.integration.conftest import ServeCluster
@@ -119,6 +120,13 @@ def test_concurrent_requests_share_forward_passes(base_url: str) -> None:
     assert sum(sizes) == clients  # every input embedded exactly once
     assert max(sizes) > 1
     assert len(sizes) < clients / 2, sizes  # most inputs shared a forward pass
+
+
+@pytest.mark.usefixtures("base_url")
+def test_forward_passes_yield_the_cores_to_request_handling() -> None:
+    niceness = model_handle().replica_info.remote().result()["niceness"]
+    expected = min(19, niceness["event_loop"] + FORWARD_THREAD_NICENESS)
+    assert niceness["forward"] == expected > niceness["event_loop"]
 
 
 def test_float_and_base64_through_the_openai_client(base_url: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 from deployments.embedding_model import EmbeddingBatch
 from serve_app.backends import HandleBackend
 from serve_app.coalescer import (
+    GATHER_INPUTS,
     MAX_COALESCED_CALLERS,
     MAX_COALESCED_INPUTS,
     MAX_IN_FLIGHT_PER_MODEL,
@@ -103,13 +104,13 @@ def test_below_the_bound_every_small_request_is_gathered() -> None:
         return handle
 
     handle = asyncio.run(run())
-    # The first requests take the free call slots alone; the rest leave gathered, in calls of
-    # at most MAX_INPUTS_PER_CALL inputs, as slots free up.
-    alone = handle.calls[:MAX_IN_FLIGHT_PER_MODEL]
-    assert alone == [["a"]] * MAX_IN_FLIGHT_PER_MODEL
-    rest = 100 - MAX_IN_FLIGHT_PER_MODEL
-    gathered = handle.calls[MAX_IN_FLIGHT_PER_MODEL:]
-    assert [len(call) for call in gathered] == [MAX_INPUTS_PER_CALL, rest - MAX_INPUTS_PER_CALL]
+    # The first request finds no call out and leaves alone; while calls are out, the next take
+    # the free slots in groups of GATHER_INPUTS; the rest leave in calls of at most
+    # MAX_INPUTS_PER_CALL inputs as slots free up.
+    sizes = [len(call) for call in handle.calls]
+    first_round = [1] + [GATHER_INPUTS] * (MAX_IN_FLIGHT_PER_MODEL - 1)
+    rest = 100 - sum(first_round)
+    assert sizes == [*first_round, MAX_INPUTS_PER_CALL, rest - MAX_INPUTS_PER_CALL]
 
 
 class StepHandle:
@@ -117,11 +118,13 @@ class StepHandle:
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+        self.called_at: list[float] = []
         self.releases: list[asyncio.Event] = []
         self.embed = _Method(self)
 
     async def call(self, texts: list[str]) -> EmbeddingBatch:
         self.calls.append(list(texts))
+        self.called_at.append(asyncio.get_running_loop().time())
         release = asyncio.Event()
         self.releases.append(release)
         await release.wait()
@@ -243,3 +246,68 @@ def test_a_small_request_is_refused_once_the_queue_has_waited_too_long() -> None
 
     answers = asyncio.run(run())
     assert [a.token_counts for a in answers] == [[1], [2]]
+
+
+def test_while_a_call_is_out_a_small_group_waits_out_the_gather_window() -> None:
+    async def run() -> None:
+        coalescer = EmbeddingCoalescer(max_in_flight_per_model=2, gather_window_s=0.2)
+        handle = StepHandle()
+        loop = asyncio.get_running_loop()
+        first = asyncio.create_task(coalescer.embed(handle, ["one"]))
+        await _settle()
+        assert handle.calls == [["one"]]
+        second_at = loop.time()
+        second = asyncio.create_task(coalescer.embed(handle, ["two"]))
+        await asyncio.sleep(0.05)
+        third = asyncio.create_task(coalescer.embed(handle, ["three"]))
+        await _settle()
+        assert len(handle.calls) == 1  # a slot is free, but the group is still gathering
+        await asyncio.sleep(0.3)  # timers fire in order: the window's (due at 0.2 s) first
+        assert handle.calls[1] == ["two", "three"]
+        assert handle.called_at[1] - second_at >= 0.2
+        for release in handle.releases:
+            release.set()
+        answers = await asyncio.gather(first, second, third)
+        assert [a.token_counts for a in answers] == [[3], [3], [5]]
+
+    asyncio.run(run())
+
+
+def test_a_group_with_enough_inputs_takes_a_free_slot_at_once() -> None:
+    async def run() -> None:
+        coalescer = EmbeddingCoalescer(
+            max_in_flight_per_model=2, gather_window_s=60, gather_inputs=3
+        )
+        handle = StepHandle()
+        first = asyncio.create_task(coalescer.embed(handle, ["one"]))
+        await _settle()
+        group = [asyncio.create_task(coalescer.embed(handle, [t])) for t in ("a", "bb")]
+        await _settle()
+        assert len(handle.calls) == 1  # 2 inputs of 3: still gathering
+        group.append(asyncio.create_task(coalescer.embed(handle, ["ccc", "dddd"])))
+        await _settle()
+        assert handle.calls[1] == ["a", "bb", "ccc", "dddd"]  # 4 inputs: no wait for the window
+        for release in handle.releases:
+            release.set()
+        await asyncio.gather(first, *group)
+
+    asyncio.run(run())
+
+
+def test_when_the_last_call_returns_a_gathering_group_leaves_at_once() -> None:
+    async def run() -> None:
+        coalescer = EmbeddingCoalescer(max_in_flight_per_model=2, gather_window_s=60)
+        handle = StepHandle()
+        first = asyncio.create_task(coalescer.embed(handle, ["one"]))
+        await _settle()
+        waiting = asyncio.create_task(coalescer.embed(handle, ["two"]))
+        await _settle()
+        assert len(handle.calls) == 1
+        handle.releases[0].set()
+        await first
+        await _settle()
+        assert handle.calls[1] == ["two"]  # nothing out any more: no reason to wait
+        handle.releases[1].set()
+        assert (await waiting).token_counts == [3]
+
+    asyncio.run(run())
