@@ -19,8 +19,10 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # The fast path: HAProxy in front of the ingress replicas instead of Serve's Python proxy,
-# gRPC between replicas. Set the same variables on `ray start` for `serve deploy`.
-SERVE_ENV := RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1
+# gRPC between replicas. Under load the raylet made every Ray process on the node run a full
+# gc.collect() at the same moment, every 10 s (its minimum interval): a burst that stalled the
+# forward passes; 600 s keeps it rare. Set the same variables on `ray start` for `serve deploy`.
+SERVE_ENV := RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 RAY_local_gc_min_interval_s=600
 
 serve: install
 	$(SERVE_ENV) $(BIN)/serve run serve_config.yaml

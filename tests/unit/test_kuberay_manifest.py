@@ -2,8 +2,9 @@
 
 `serveConfigV2` of each manifest, parsed, equals its config file, parsed: no overrides. The
 rest checks what a reader of the manifests relies on: the cluster can place every deployment,
-GPUs asked for match GPUs given, the recommended environment is on every Ray container, the
-metrics ports are the ones the monitors scrape, and the image pins what pyproject.toml pins.
+GPUs asked for match GPUs given, the Makefile's `SERVE_ENV` is on every Ray container and in
+the cluster guide, the metrics ports are the ones the monitors scrape, and the image pins
+what pyproject.toml pins.
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ MANIFESTS = {
     "rayservice.yaml": "serve_config.yaml",
     "rayservice.gpu.yaml": "serve_config.gpu.yaml",
 }
-RECOMMENDED_ENV = {
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "HF_HUB_OFFLINE": "1",
-}
+
+
+def makefile_serve_env() -> dict[str, str]:
+    """The variables `make serve` and `make bench` start Ray with (`SERVE_ENV := ...`)."""
+    match = re.search(r"^SERVE_ENV := (.+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
+    assert match, "Makefile has no SERVE_ENV line"
+    return dict(pair.split("=", 1) for pair in match.group(1).split())
+
+
+# What a cluster needs to run like `make serve`: the same Ray settings, and no hub downloads.
+RECOMMENDED_ENV = {**makefile_serve_env(), "HF_HUB_OFFLINE": "1"}
 SYNC_HINT = "run `python deploy/kuberay/sync_serve_config.py` after editing a Serve config"
 
 
@@ -172,6 +179,26 @@ def test_recommended_env_on_every_ray_container(manifest: str) -> None:
     for group in groups(rayservice(manifest)):
         env = {e["name"]: e.get("value") for e in ray_container(group).get("env", [])}
         assert {k: env.get(k) for k in RECOMMENDED_ENV} == RECOMMENDED_ENV, group.get("groupName")
+
+
+def test_serve_env_includes_the_fast_path_and_rare_node_wide_gc() -> None:
+    env = makefile_serve_env()
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    # Ray's default lets the raylet collect garbage in every process at once every 10 s.
+    assert int(env["RAY_local_gc_min_interval_s"]) >= 60
+
+
+def test_cluster_guide_starts_every_node_with_the_serve_env() -> None:
+    exports = [
+        line
+        for line in (REPO_ROOT / "docs" / "cluster.md").read_text().splitlines()
+        if line.startswith("export RAY_SERVE_")
+    ]
+    assert len(exports) == 2, "docs/cluster.md: one export for the head, one for the workers"
+    for line in exports:
+        exported = dict(pair.split("=", 1) for pair in line.split()[1:])
+        assert {k: exported.get(k) for k in RECOMMENDED_ENV} == RECOMMENDED_ENV, line
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS)
