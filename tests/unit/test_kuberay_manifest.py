@@ -30,11 +30,16 @@ MANIFESTS = {
 }
 
 
+def assignments(words: list[str]) -> dict[str, str]:
+    """`["A=1", "B=2"]` -> `{"A": "1", "B": "2"}`, as a shell reads them before a command."""
+    return dict(word.split("=", 1) for word in words)
+
+
 def makefile_serve_env() -> dict[str, str]:
     """The variables `make serve` and `make bench` start Ray with (`SERVE_ENV := ...`)."""
     match = re.search(r"^SERVE_ENV := (.+)$", (REPO_ROOT / "Makefile").read_text(), re.M)
     assert match, "Makefile has no SERVE_ENV line"
-    return dict(pair.split("=", 1) for pair in match.group(1).split())
+    return assignments(match.group(1).split())
 
 
 # What a cluster needs to run like `make serve`: the same Ray settings, and no hub downloads.
@@ -197,7 +202,7 @@ def test_cluster_guide_starts_every_node_with_the_serve_env() -> None:
     ]
     assert len(exports) == 2, "docs/cluster.md: one export for the head, one for the workers"
     for line in exports:
-        exported = dict(pair.split("=", 1) for pair in line.split()[1:])
+        exported = assignments(line.split()[1:])
         assert {k: exported.get(k) for k in RECOMMENDED_ENV} == RECOMMENDED_ENV, line
 
 
