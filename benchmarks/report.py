@@ -66,6 +66,7 @@ _COLUMNS = (
     ("errors", 14),
     ("gen cpu", 7),
     ("host cpu", 8),
+    ("cpu ms/req", 10),
 )
 
 
@@ -73,7 +74,8 @@ def ratio_table(scenarios: Sequence[ScenarioSummary]) -> str:
     """One row per scenario; `x ceil` and `p50 x` are ratios to the ceiling.
 
     `gen cpu` is the load generator's share of one core; `host cpu` is the whole
-    machine's busy percentage during the run (all cores).
+    machine's busy percentage during the run (all cores); `cpu ms/req` is the CPU of all the
+    service's processes per answered request.
     """
     header = " ".join(name.rjust(width) for name, width in _COLUMNS)
     lines = [header, "-" * len(header)]
@@ -93,9 +95,27 @@ def ratio_table(scenarios: Sequence[ScenarioSummary]) -> str:
             errors,
             f"{s.generator_cpu_fraction:.0%}",
             _fmt(s.system_cpu_percent, ".0f"),
+            _fmt(s.service_cpu_ms_per_request, ".1f"),
         )
         lines.append(" ".join(c.rjust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True)))
     return "\n".join(lines)
+
+
+def cpu_breakdown_lines(scenarios: Sequence[ScenarioSummary], roles: int = 4) -> list[str]:
+    """Where each scenario's service CPU went: the largest roles, the rest summed as `other`."""
+    lines = []
+    for s in scenarios:
+        if s.service_cpu_ms_per_request is None:
+            continue
+        shares = list(s.cpu_ms_per_request_by_role.items())
+        parts = [f"{name} {ms:.2f}" for name, ms in shares[:roles]]
+        rest = sum(ms for _, ms in shares[roles:])
+        if rest:
+            parts.append(f"other {rest:.2f}")
+        lines.append(f"  {s.name}: {s.service_cpu_ms_per_request:.2f} = " + ", ".join(parts))
+    if lines:
+        lines.insert(0, "service CPU per answered request (ms), by process:")
+    return lines
 
 
 def headline_line(figures: Mapping[str, float | None]) -> str:

@@ -23,6 +23,7 @@ import psutil
 from benchmarks import ceiling as ceiling_mod
 from benchmarks import report
 from benchmarks.ceiling import CeilingResult
+from benchmarks.cpu_use import CpuSnapshot, RunCpu, cpu_by_role, cpu_snapshot
 from benchmarks.loadgen import Bounds, ClosedLoop, LoadShape, OpenLoop, Target, run_load
 from benchmarks.payloads import (
     DEFAULT_EMBEDDING_MODEL,
@@ -31,7 +32,13 @@ from benchmarks.payloads import (
     embedding_bodies,
     make_texts,
 )
-from benchmarks.rss import ProcessRss, sample_service_rss, total_mib, total_pss_mib
+from benchmarks.rss import (
+    ProcessRss,
+    sample_service_rss,
+    service_processes,
+    total_mib,
+    total_pss_mib,
+)
 from benchmarks.service_process import (
     ServeHandle,
     free_port,
@@ -39,7 +46,7 @@ from benchmarks.service_process import (
     stop,
     wait_ready,
 )
-from benchmarks.stats import summarize
+from benchmarks.stats import is_ok, summarize
 from benchmarks.summary import ScenarioSummary, headline, summarize_scenario
 from benchmarks.target import require_loopback
 
@@ -94,8 +101,10 @@ class Runner:
         ceiling: CeilingResult | None,
         headers: dict[str, str],
         progress: bool,
+        service_pid: int | None = None,
     ) -> None:
         self._base_url = base_url
+        self._service_pid = service_pid
         self._plan = plan
         self._ceiling = ceiling
         self._headers = headers
@@ -115,7 +124,7 @@ class Runner:
         duration_s: float,
         repeats: int | None = None,
     ) -> ScenarioSummary:
-        runs, busy = [], []
+        runs, busy, service_cpu = [], [], []
         inputs_per_request = 1
         for repeat in range(repeats or self._plan.repeats):
             requests = make_requests(self._fresh_texts())
@@ -124,14 +133,30 @@ class Runner:
             if isinstance(shape, OpenLoop):
                 shape = replace(shape, seed=self._plan.seed * 1_000 + self._runs_started)
             bounds = Bounds(duration_s, request_timeout_s=self._plan.request_timeout_s)
+            cpu_before = self._service_cpu()
             psutil.cpu_percent(interval=None)  # starts the system-wide CPU window
             record = run_load(target, shape, bounds, self._progress, f"{name} #{repeat + 1}")
             busy.append(psutil.cpu_percent(interval=None))
+            if cpu_before is not None:
+                spent = cpu_by_role(cpu_before, self._service_cpu() or {})
+                service_cpu.append(RunCpu(spent, sum(map(is_ok, record.status))))
             runs.append(summarize(record, inputs_per_request, self._plan.warmup_s))
         offered = shape.rate_rps if isinstance(shape, OpenLoop) else None
         return summarize_scenario(
-            name, _describe(shape), inputs_per_request, runs, self._ceiling, offered, busy
+            name,
+            _describe(shape),
+            inputs_per_request,
+            runs,
+            self._ceiling,
+            offered,
+            busy,
+            service_cpu,
         )
+
+    def _service_cpu(self) -> CpuSnapshot | None:
+        if self._service_pid is None:
+            return None
+        return cpu_snapshot(service_processes(self._service_pid))
 
 
 class RequestMaker:
@@ -312,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started_s = time.monotonic()
     with _service(args, plan, out_dir) as (base_url, service_pid):
         rss_idle = _rss(service_pid, "idle")
-        runner = Runner(base_url, plan, ceiling, headers, not args.no_progress)
+        runner = Runner(base_url, plan, ceiling, headers, not args.no_progress, service_pid)
         # One short run first: lazy initialisation, autoscaling and JIT warm here.
         warm = runner.scenario(
             "warm-up",
@@ -343,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ceiling is not None:
         print("\n".join(report.ceiling_lines(ceiling)))
     print(report.ratio_table(scenarios))
+    print("\n".join(report.cpu_breakdown_lines(scenarios)))
     print(report.headline_line(top))
     for note in report.warnings(scenarios, ceiling):
         print(f"warning: {note}")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchmarks.ceiling import CeilingResult
+from benchmarks.cpu_use import RunCpu, ms_per_request
 from benchmarks.stats import RunStats, median
 
 
@@ -37,6 +38,9 @@ class ScenarioSummary:
     errors_by_status: dict[str, int]
     generator_cpu_fraction: float
     system_cpu_percent: float | None
+    # CPU of all the service's processes per answered request, and each role's share (ms).
+    service_cpu_ms_per_request: float | None
+    cpu_ms_per_request_by_role: dict[str, float]
     ratios: Ratios
     runs: list[RunStats]
 
@@ -60,6 +64,7 @@ def summarize_scenario(
     ceiling: CeilingResult | None,
     offered_rps: float | None = None,
     system_cpu_percent: Sequence[float] = (),
+    service_cpu: Sequence[RunCpu] = (),
 ) -> ScenarioSummary:
     """Median of each figure over the repeats (the issue's method), then ratios."""
     if not runs:
@@ -81,6 +86,7 @@ def summarize_scenario(
         p50_vs_ceiling_latency=_ratio(p50_ms, ceiling_latency_ms),
         p99_over_p50=_ratio(p99_ms, p50_ms),
     )
+    cpu_ms, cpu_ms_by_role = ms_per_request(service_cpu)
     return ScenarioSummary(
         name=name,
         load=load,
@@ -96,6 +102,8 @@ def summarize_scenario(
         errors_by_status=dict(sorted(errors.items())),
         generator_cpu_fraction=median([r.generator_cpu_fraction for r in runs]),
         system_cpu_percent=_median_or_none(list(system_cpu_percent)),
+        service_cpu_ms_per_request=cpu_ms,
+        cpu_ms_per_request_by_role=cpu_ms_by_role,
         ratios=ratios,
         runs=list(runs),
     )
