@@ -43,6 +43,17 @@ def make_texts(count: int, seed: int, words_per_text: int = 16) -> list[str]:
     ]
 
 
+def make_mixed_length_texts(count: int, seed: int, long_share: float = 0.3) -> list[str]:
+    """Queries and passages mixed, as a retrieval service sees them: 70% of 5-30 words, 30% of
+    60-240 words (about 80-300 tokens, so the longest are truncated to MiniLM's 256)."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        words = rng.randint(60, 240) if rng.random() < long_share else rng.randint(5, 30)
+        texts.append(" ".join(rng.choices(_WORDS, k=words)).capitalize() + ".")
+    return texts
+
+
 @dataclass(frozen=True)
 class RequestSet:
     """Bodies for one endpoint, each carrying `inputs_per_request` inputs."""

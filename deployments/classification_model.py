@@ -14,6 +14,7 @@ import numpy.typing as npt
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BatchEncoding
 
+from deployments.length_groups import forward_by_length, pass_overhead_tokens
 from deployments.loading import (
     ModelSource,
     footprint_bytes,
@@ -59,6 +60,7 @@ class ClassificationModel:
             self.device,
             source.quantization,
         )
+        self._pass_overhead_tokens = pass_overhead_tokens(source.length_grouping, self.device)
 
     def _tokenize(self, texts: list[str]) -> BatchEncoding:
         encoded: BatchEncoding = tokenize(self.tokenizer, texts, self.max_input_tokens, self.device)
@@ -68,10 +70,15 @@ class ClassificationModel:
     def probabilities(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], list[int]]:
         """(texts, labels) scores and each text's token count after truncation."""
         encoded = self._tokenize(list(texts))
-        logits = self._forward(encoded).float()
+        logits = forward_by_length(
+            encoded, self._logits, self._pass_overhead_tokens, self.tokenizer.padding_side
+        )
         scores = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
         tokens = encoded["attention_mask"].sum(dim=1).tolist()
         return scores.cpu().numpy().astype(np.float32), tokens
+
+    def _logits(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._forward(encoded).float()
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
         scores, tokens = self.probabilities(texts)
@@ -98,6 +105,7 @@ class ClassificationModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "quantization": self.source.quantization,
             "execution": self.execution,
+            "pass_overhead_tokens": self._pass_overhead_tokens,
             "parameters": parameter_count(self.model),
             "memory_bytes": footprint_bytes(self.model),
         }

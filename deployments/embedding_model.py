@@ -9,6 +9,7 @@ import numpy.typing as npt
 import torch
 from transformers import AutoModel, AutoTokenizer, BatchEncoding
 
+from deployments.length_groups import forward_by_length, pass_overhead_tokens
 from deployments.loading import (
     ModelSource,
     footprint_bytes,
@@ -55,6 +56,7 @@ class EmbeddingModel:
             self.device,
             source.quantization,
         )
+        self._pass_overhead_tokens = pass_overhead_tokens(source.length_grouping, self.device)
 
     def _tokenize(self, texts: list[str]) -> BatchEncoding:
         encoded: BatchEncoding = tokenize(self.tokenizer, texts, self.max_input_tokens, self.device)
@@ -63,14 +65,19 @@ class EmbeddingModel:
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> EmbeddingBatch:
         encoded = self._tokenize(texts)
-        hidden = self._forward(encoded)
-        vectors = pool(hidden.float(), encoded["attention_mask"], self.pooling.mode)
+        vectors = forward_by_length(
+            encoded, self._pooled, self._pass_overhead_tokens, self.tokenizer.padding_side
+        )
         if self.pooling.normalize:
             vectors = normalize(vectors)
         token_counts = encoded["attention_mask"].sum(dim=1).tolist()
         return EmbeddingBatch(
             vectors=vectors.cpu().numpy().astype(np.float32), token_counts=token_counts
         )
+
+    def _pooled(self, encoded: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = self._forward(encoded)
+        return pool(hidden.float(), encoded["attention_mask"], self.pooling.mode)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -82,6 +89,7 @@ class EmbeddingModel:
             "dtype": str(self.dtype).removeprefix("torch."),
             "quantization": self.source.quantization,
             "execution": self.execution,
+            "pass_overhead_tokens": self._pass_overhead_tokens,
             "parameters": parameter_count(self.model),
             "memory_bytes": footprint_bytes(self.model),
         }

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deployments.length_groups import LengthGrouping
 from deployments.quantization_skips import full_precision_modules
 from deployments.torchscript import TorchscriptMode
 
@@ -65,6 +66,14 @@ class ModelSource(BaseModel):
         description="Run embedding and classification forward passes as a TorchScript trace, "
         "checked against eager PyTorch at start-up (a model that differs stays eager). `auto`: "
         "on for unquantized models on CPU, where it was measured to pay; `on`: on any device.",
+    )
+    length_grouping: LengthGrouping = Field(
+        default="auto",
+        description="Embedding and classification: sort a batch's inputs by length and run them "
+        "in passes of similar lengths, so short inputs are not padded to the longest. A number "
+        "is what one more pass costs in tokens of work (a split happens where it saves more "
+        "padding than that); `auto`: 64 on CPU, where it was measured, and one pass per batch "
+        "on a GPU; `off`: one pass per batch.",
     )
 
     @model_validator(mode="after")

@@ -5,7 +5,10 @@
 #
 # 1. scripts/gpu_check.py: every task (embedding, generation, classification) in fp16, int8 and
 #    nf4 on CUDA; quantization agreement against fp16 and throughput -> OUT_DIR/gpu_check.json.
-# 2. serve_config.gpu.yaml under `serve run` (unless SKIP_SERVE=1): replicas sharing the GPU by
+# 2. benchmarks.lengths in process on CUDA: mixed queries and passages, one fp16 pass per batch
+#    against passes grouped by length at several pass costs (what `length_grouping: N` to give
+#    on a GPU, where `auto` keeps one pass) -> OUT_DIR/lengths_gpu.json.
+# 3. serve_config.gpu.yaml under `serve run` (unless SKIP_SERVE=1): replicas sharing the GPU by
 #    fractional num_gpus must all report a CUDA device -> OUT_DIR/models.json, serve_run.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +23,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || echo "nvidia-smi unavailable" >&2
 status=0
 "$PYTHON" scripts/gpu_check.py --out "$OUT_DIR" || status=$?
+"$PYTHON" -m benchmarks.lengths --in-process-only --device cuda --in-process-s 5 \
+  --overheads 256 1024 4096 16384 --json-out "$OUT_DIR/lengths_gpu.json" || status=$?
 
 if [[ "${SKIP_SERVE:-0}" != 1 ]]; then
   PORT="${PORT:-8000}"

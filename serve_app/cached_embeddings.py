@@ -15,8 +15,9 @@ from serve_app.registry import ServedModel
 
 def cache_namespace(spec: ModelSpec) -> str:
     """Name and revision: everything that changes a model's vectors for the same text."""
-    # How passes run (threads, TorchScript: checked equal to eager) does not change vectors.
-    placement = {"cpu_threads", "parallel_passes", "device", "torchscript"}
+    # How passes run (threads, TorchScript: checked equal to eager, passes grouped by length)
+    # does not change vectors.
+    placement = {"cpu_threads", "parallel_passes", "device", "torchscript", "length_grouping"}
     fields = spec.source().model_dump_json(exclude=placement)
     revision = hashlib.sha256(f"{fields}|{spec.max_input_tokens}".encode()).hexdigest()[:16]
     return f"{spec.name}@{revision}"

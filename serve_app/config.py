@@ -67,6 +67,15 @@ class ModelSpec(ModelSource):
             )
         return self
 
+    @model_validator(mode="after")
+    def _length_grouping_only_where_it_runs(self) -> ModelSpec:
+        if self.task == "generation" and self.length_grouping != "auto":
+            raise ValueError(
+                "length_grouping applies to embedding and classification models; generation "
+                "splits a batch only where left padding would pass the model's context"
+            )
+        return self
+
     @field_validator("deployment")
     @classmethod
     def _safe_deployment_name(cls, value: str | None) -> str | None:
