@@ -10,6 +10,9 @@ AutoModel variant in two threads at once, one torch thread each. It is not the r
 denominator (that stays one `encode` with all threads); it shows how much of a ratio above
 1.0 comes from the layout rather than the service.
 
+On a GPU (`--device cuda`) both variants run in float16, as a replica with `dtype: auto` does
+there, so the service's ratio compares like with like.
+
 Run it in its own process (`measure_in_subprocess`) so torch's memory and
 threads never live in the load generator:
 
@@ -68,6 +71,7 @@ class CeilingResult:
     host_cpu_percent: float
     own_cpu_percent: float
     measured_at: str
+    device: str = "cpu"
 
     def latency_ms(self, batch_size: int) -> float | None:
         return self.latency_ms_by_batch.get(str(batch_size))
@@ -144,10 +148,12 @@ def median_latency_ms(encode: Encode, texts: Sequence[str], batch_size: int) -> 
     return median(times_s) * 1e3
 
 
-def sentence_transformers_encoder(model_path: str) -> Encode:
+def sentence_transformers_encoder(model_path: str, device: str = "cpu") -> Encode:
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(model_path, device="cpu")
+    model = SentenceTransformer(model_path, device=device)
+    if device == "cuda":
+        model.half()
 
     def encode(batch: list[str]) -> Any:
         return model.encode(
@@ -157,24 +163,26 @@ def sentence_transformers_encoder(model_path: str) -> Encode:
     return encode
 
 
-def automodel_encoder(model_path: str) -> Encode:
+def automodel_encoder(model_path: str, device: str = "cpu") -> Encode:
     """Tokenize, forward, mean-pool over the attention mask, L2-normalize."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModel.from_pretrained(model_path).eval()
+    model = AutoModel.from_pretrained(model_path).eval().to(device)
+    if device == "cuda":
+        model.half()
     max_length = _max_seq_length(model_path)
 
     def encode(batch: list[str]) -> Any:
         with torch.inference_mode():
             tokens = tokenizer(
                 batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-            )
-            hidden = model(**tokens).last_hidden_state
+            ).to(device)
+            hidden = model(**tokens).last_hidden_state.float()
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=1).numpy()
+            return torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
 
     return encode
 
@@ -192,6 +200,7 @@ def measure(
     duration_s: float = 10.0,
     model_path: str | None = None,
     words_per_input: int = 16,
+    device: str = "cpu",
 ) -> CeilingResult:
     """Both variants on `texts`, each for about `duration_s` of encoding in all."""
     import numpy as np
@@ -199,8 +208,8 @@ def measure(
     import torch
 
     path = model_path or default_model_path()
-    st_encode = sentence_transformers_encoder(path)
-    auto_encode = automodel_encoder(path)
+    st_encode = sentence_transformers_encoder(path, device)
+    auto_encode = automodel_encoder(path, device)
     sample = list(texts[:batch_size])
     # Also the first call of each, which pays for lazy initialisation.
     diff = float(np.max(np.abs(st_encode(sample) - auto_encode(sample))))
@@ -232,6 +241,7 @@ def measure(
         host_cpu_percent=host_cpu_percent,
         own_cpu_percent=own_cpu_percent,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        device=device,
     )
 
 
@@ -250,6 +260,7 @@ def measure_in_subprocess(
     model_path: str | None = None,
     torch_threads: int | None = None,
     timeout_s: float = 900.0,
+    device: str = "cpu",
 ) -> CeilingResult:
     """Run `measure` in a child Python and read its JSON back."""
     command = [
@@ -266,6 +277,8 @@ def measure_in_subprocess(
         str(batch_size),
         "--duration-s",
         str(duration_s),
+        "--device",
+        device,
     ]
     if model_path:
         command += ["--model-path", model_path]
@@ -285,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--model-path", default=None)
     parser.add_argument("--torch-threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: float16")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -296,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.torch_threads)
     texts = make_texts(CEILING_TEXTS, seed=args.seed, words_per_text=args.words_per_input)
-    result = measure(texts, args.batch_size, args.duration_s, args.model_path, args.words_per_input)
+    result = measure(
+        texts, args.batch_size, args.duration_s, args.model_path, args.words_per_input, args.device
+    )
     text = json.dumps(asdict(result), indent=2)
     if args.json_out:
         args.json_out.write_text(text + "\n")

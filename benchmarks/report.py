@@ -30,10 +30,16 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
+def _where(ceiling: CeilingResult) -> str:
+    if ceiling.device == "cpu":
+        return f"CPU, {ceiling.torch_threads} torch threads"
+    return f"{ceiling.device}, float16"
+
+
 def ceiling_lines(ceiling: CeilingResult) -> list[str]:
     latencies = ", ".join(f"batch {k}: {v:.1f} ms" for k, v in ceiling.latency_ms_by_batch.items())
     lines = [
-        f"ceiling (in-process, batch {ceiling.batch_size}, {ceiling.torch_threads} torch threads): "
+        f"ceiling (in-process, {_where(ceiling)}, batch {ceiling.batch_size}): "
         f"sentence-transformers {ceiling.sentence_transformers_inputs_per_s:.0f} inputs/s, "
         f"AutoModel+mean-pool {ceiling.automodel_inputs_per_s:.0f} inputs/s",
         f"ceiling encode latency: {latencies}",

@@ -277,6 +277,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ceiling-duration-s", type=float, default=None)
     parser.add_argument("--ceiling-batch-size", type=int, default=None)
     parser.add_argument("--ceiling-threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--ceiling-device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="cuda: the ceiling in float16 on the GPU (with --config serve_config.gpu.yaml)",
+    )
     parser.add_argument("--skip-ceiling", action="store_true")
     parser.add_argument("--quick", action="store_true", help="~1 minute smoke run")
     parser.add_argument("--config", default=str(REPO_ROOT / "serve_config.yaml"))
@@ -332,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=plan.ceiling_batch_size,
             duration_s=plan.ceiling_duration_s,
             torch_threads=args.ceiling_threads,
+            device=args.ceiling_device,
         )
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     started_s = time.monotonic()

@@ -8,7 +8,10 @@
 # 2. benchmarks.lengths in process on CUDA: mixed queries and passages, one fp16 pass per batch
 #    against passes grouped by length at several pass costs (what `length_grouping: N` to give
 #    on a GPU, where `auto` keeps one pass) -> OUT_DIR/lengths_gpu.json.
-# 3. serve_config.gpu.yaml under `serve run` (unless SKIP_SERVE=1): replicas sharing the GPU by
+# 3. benchmarks.standard on serve_config.gpu.yaml (unless SKIP_BENCH=1): the ceiling in float16
+#    on the GPU, then the service under load (10 s runs), every figure a ratio to that ceiling ->
+#    OUT_DIR/bench/ (summary.json, ceiling.json, serve_run.log) and OUT_DIR/bench.log.
+# 4. serve_config.gpu.yaml under `serve run` (unless SKIP_SERVE=1): replicas sharing the GPU by
 #    fractional num_gpus must all report a CUDA device -> OUT_DIR/models.json, serve_run.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +22,20 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Ray as `make serve` starts it (the Makefile's SERVE_ENV).
+export RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 RAY_local_gc_min_interval_s=600
 
 nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || echo "nvidia-smi unavailable" >&2
 status=0
 "$PYTHON" scripts/gpu_check.py --out "$OUT_DIR" || status=$?
 "$PYTHON" -m benchmarks.lengths --in-process-only --device cuda --in-process-s 5 \
   --overheads 256 1024 4096 16384 --json-out "$OUT_DIR/lengths_gpu.json" || status=$?
+
+if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
+  "$PYTHON" -m benchmarks.standard --config serve_config.gpu.yaml --ceiling-device cuda \
+    --duration-s 10 --warmup-s 2 --sweep 0.5 0.7 --ceiling-duration-s 5 --no-progress \
+    --out "$OUT_DIR/bench" > "$OUT_DIR/bench.log" 2>&1 || status=$?
+fi
 
 if [[ "${SKIP_SERVE:-0}" != 1 ]]; then
   PORT="${PORT:-8000}"

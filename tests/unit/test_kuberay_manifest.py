@@ -2,9 +2,9 @@
 
 `serveConfigV2` of each manifest, parsed, equals its config file, parsed: no overrides. The
 rest checks what a reader of the manifests relies on: the cluster can place every deployment,
-GPUs asked for match GPUs given, the Makefile's `SERVE_ENV` is on every Ray container and in
-the cluster guide, the metrics ports are the ones the monitors scrape, and the image pins
-what pyproject.toml pins.
+GPUs asked for match GPUs given, the Makefile's `SERVE_ENV` is on every Ray container, in the
+cluster guide and in the GPU check, the metrics ports are the ones the monitors scrape, and the
+image pins what pyproject.toml pins.
 """
 
 from __future__ import annotations
@@ -244,3 +244,10 @@ def test_readme_references_exist() -> None:
     for path in re.findall(r"`((?:deploy|docs)/[\w./-]+)`", readme):
         assert (REPO_ROOT / path).exists(), f"deploy/kuberay/README.md names missing {path}"
     assert "deploy/grafana/" in readme
+
+
+def test_the_gpu_check_starts_ray_with_the_serve_env() -> None:
+    script = (REPO_ROOT / "scripts" / "gpu_check.sh").read_text().splitlines()
+    exports = [line for line in script if line.startswith("export RAY_SERVE_")]
+    assert len(exports) == 1, "scripts/gpu_check.sh: one export of the serve environment"
+    assert assignments(exports[0].split()[1:]) == makefile_serve_env()

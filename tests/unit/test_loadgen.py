@@ -478,3 +478,22 @@ def test_the_ceiling_report_names_the_parallel_pass_reference_only_when_measured
     assert not any("concurrent passes" in line for line in without)
     with_it = report.ceiling_lines(ceiling_result(parallel_passes_inputs_per_s=344.4))
     assert with_it[-1].endswith("parallel_passes: 2): 344 inputs/s")
+
+
+def test_the_ceiling_report_says_where_the_ceiling_ran() -> None:
+    cpu = report.ceiling_lines(ceiling_result())[0]
+    assert cpu.startswith("ceiling (in-process, CPU, 2 torch threads, batch 32): ")
+    gpu = report.ceiling_lines(ceiling_result(device="cuda"))[0]
+    assert gpu.startswith("ceiling (in-process, cuda, float16, batch 32): ")
+
+
+def test_a_ceiling_saved_before_the_device_field_reads_as_cpu(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from benchmarks.ceiling import load_result
+
+    fields = asdict(ceiling_result())
+    del fields["device"]
+    path = tmp_path / "ceiling.json"
+    path.write_text(json.dumps(fields))
+    assert load_result(path).device == "cpu"
