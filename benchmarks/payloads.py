@@ -87,9 +87,14 @@ def embedding_bodies(
 
 
 def completion_bodies(texts: Sequence[str], model: str, max_tokens: int = 16) -> RequestSet:
-    """One completions request per text, each asking for `max_tokens` tokens."""
+    """One greedy completions request per text, each asking for `max_tokens` tokens.
+
+    Greedy (`temperature: 0`) as the generation ceiling is, so both produce the same tokens.
+    """
     bodies = [
-        json.dumps({"model": model, "prompt": text, "max_tokens": max_tokens}).encode()
+        json.dumps(
+            {"model": model, "prompt": text, "max_tokens": max_tokens, "temperature": 0}
+        ).encode()
         for text in texts
     ]
     if not bodies:

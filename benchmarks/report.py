@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.ceiling import CeilingResult
+from benchmarks.generation_ceiling import GenerationCeiling
 from benchmarks.summary import ScenarioSummary
 
 
@@ -34,6 +35,15 @@ def _where(ceiling: CeilingResult) -> str:
     if ceiling.device == "cpu":
         return f"CPU, {ceiling.torch_threads} torch threads"
     return f"{ceiling.device}, float16"
+
+
+def generation_ceiling_line(ceiling: GenerationCeiling) -> str:
+    return (
+        f"generation ceiling (in-process greedy generate, {ceiling.device}, batch "
+        f"{ceiling.batch_size}, {ceiling.max_tokens} tokens): {ceiling.requests_per_s:.1f} "
+        f"requests/s, {ceiling.completion_tokens_per_s:.0f} completion tokens/s; one prompt "
+        f"alone {ceiling.single_request_ms:.0f} ms"
+    )
 
 
 def ceiling_lines(ceiling: CeilingResult) -> list[str]:

@@ -10,6 +10,7 @@ no service runs; then `serve run` is started, and the load runs follow.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -19,11 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+import yaml
 
 from benchmarks import ceiling as ceiling_mod
-from benchmarks import report
+from benchmarks import generation_ceiling, report
 from benchmarks.ceiling import CeilingResult
 from benchmarks.cpu_use import CpuSnapshot, RunCpu, cpu_by_role, cpu_snapshot
+from benchmarks.generation_ceiling import GenerationCeiling
 from benchmarks.loadgen import Bounds, ClosedLoop, LoadShape, OpenLoop, Target, run_load
 from benchmarks.payloads import (
     DEFAULT_EMBEDDING_MODEL,
@@ -64,6 +67,8 @@ class Plan:
     single_concurrencies: tuple[int, ...] = (32, 128)
     multi_inputs: int = 32
     multi_concurrency: int = 4
+    # Also the generation ceiling's batch: the most requests this load lets the service batch.
+    completions_concurrency: int = 8
     sweep_fractions: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     ceiling_duration_s: float = 10.0
     ceiling_batch_size: int = 32
@@ -102,11 +107,13 @@ class Runner:
         headers: dict[str, str],
         progress: bool,
         service_pid: int | None = None,
+        generation_ceiling: GenerationCeiling | None = None,
     ) -> None:
         self._base_url = base_url
         self._service_pid = service_pid
         self._plan = plan
         self._ceiling = ceiling
+        self._generation_ceiling = generation_ceiling
         self._headers = headers
         self._progress = progress
         self._runs_started = 0
@@ -142,15 +149,17 @@ class Runner:
                 service_cpu.append(RunCpu(spent, sum(map(is_ok, record.status))))
             runs.append(summarize(record, inputs_per_request, self._plan.warmup_s))
         offered = shape.rate_rps if isinstance(shape, OpenLoop) else None
+        completions = make_requests.kind == "completions"
         return summarize_scenario(
             name,
             _describe(shape),
             inputs_per_request,
             runs,
-            self._ceiling,
+            self._generation_ceiling if completions else self._ceiling,
             offered,
             busy,
             service_cpu,
+            endpoint=make_requests.kind,
         )
 
     def _service_cpu(self) -> CpuSnapshot | None:
@@ -211,13 +220,27 @@ def run_standard_set(
     if completions_model:
         results.append(
             runner.scenario(
-                "completions c=4",
+                f"completions c={plan.completions_concurrency}",
                 RequestMaker("completions", model=completions_model),
-                ClosedLoop(4),
+                ClosedLoop(plan.completions_concurrency),
                 total_s,
             )
         )
     return results
+
+
+def model_directory(config_path: Path, model_name: str) -> str:
+    """The local weights of the model `model_name` that the Serve config serves."""
+    config = yaml.safe_load(config_path.read_text())
+    for application in config.get("applications", []):
+        for model in (application.get("args") or {}).get("models", []):
+            if model.get("name") != model_name:
+                continue
+            if model.get("path"):
+                return str(Path(model["path"]).expanduser())
+            package = importlib.import_module(model["package"])
+            return str(package.get_model_path())
+    raise SystemExit(f"{config_path} serves no model named {model_name!r}")
 
 
 def _rss(root_pid: int | None, when: str) -> RssSnapshot | None:
@@ -295,8 +318,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="with --url: the `serve run` pid, to sample RSS",
     )
     parser.add_argument(
-        "--completions-model", default=None, help="also load /v1/completions with this model"
+        "--completions-model",
+        default=None,
+        help="also load /v1/completions with this model (served by --config), against a "
+        "generation ceiling on its weights",
     )
+    parser.add_argument("--completions-concurrency", type=int, default=None)
     parser.add_argument("--api-key", default=None, help="sent as a Bearer token")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
@@ -312,6 +339,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         "single_concurrencies": tuple(args.concurrency) if args.concurrency else None,
         "multi_concurrency": args.multi_concurrency,
         "multi_inputs": args.multi_inputs,
+        "completions_concurrency": args.completions_concurrency,
         "sweep_fractions": tuple(args.sweep) if args.sweep else None,
         "ceiling_duration_s": args.ceiling_duration_s,
         "ceiling_batch_size": args.ceiling_batch_size,
@@ -340,11 +368,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch_threads=args.ceiling_threads,
             device=args.ceiling_device,
         )
+    gen_ceiling: GenerationCeiling | None = None
+    if args.completions_model and not args.skip_ceiling:
+        print("measuring the generation ceiling (no service running)...", file=sys.stderr)
+        gen_ceiling = generation_ceiling.measure_in_subprocess(
+            out_dir / "generation_ceiling.json",
+            model_directory(Path(args.config), args.completions_model),
+            seed=plan.seed,
+            batch_size=plan.completions_concurrency,
+            words_per_input=plan.words_per_input,
+            duration_s=plan.ceiling_duration_s,
+            device=args.ceiling_device,
+        )
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     started_s = time.monotonic()
     with _service(args, plan, out_dir) as (base_url, service_pid):
         rss_idle = _rss(service_pid, "idle")
-        runner = Runner(base_url, plan, ceiling, headers, not args.no_progress, service_pid)
+        runner = Runner(
+            base_url, plan, ceiling, headers, not args.no_progress, service_pid, gen_ceiling
+        )
         # One short run first: lazy initialisation, autoscaling and JIT warm here.
         warm = runner.scenario(
             "warm-up",
@@ -363,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": plan,
         "base_url": base_url,
         "ceiling": ceiling,
+        "generation_ceiling": gen_ceiling,
         "headline": top,
         "scenarios": scenarios,
         "rss": [s for s in (rss_idle, rss_end) if s is not None],
@@ -374,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     if ceiling is not None:
         print("\n".join(report.ceiling_lines(ceiling)))
+    if gen_ceiling is not None:
+        print(report.generation_ceiling_line(gen_ceiling))
     print(report.ratio_table(scenarios))
     print("\n".join(report.cpu_breakdown_lines(scenarios)))
     print(report.headline_line(top))

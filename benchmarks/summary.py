@@ -8,16 +8,18 @@ from dataclasses import dataclass
 
 from benchmarks.ceiling import CeilingResult
 from benchmarks.cpu_use import RunCpu, ms_per_request
+from benchmarks.generation_ceiling import GenerationCeiling
 from benchmarks.stats import RunStats, median
 
 
 @dataclass(frozen=True)
 class Ratios:
-    """Service over ceiling: 1.0 means as fast as in-process `encode`."""
+    """Service over ceiling: 1.0 means as fast as in-process `encode` (or `generate`)."""
 
     inputs_per_s_vs_ceiling: float | None
     inputs_per_s_vs_automodel: float | None
-    # Service p50 over one in-process `encode` of the same number of inputs.
+    # Service p50 over one in-process `encode` of the same number of inputs (`generate` of one
+    # prompt for completions).
     p50_vs_ceiling_latency: float | None
     p99_over_p50: float | None
 
@@ -43,6 +45,7 @@ class ScenarioSummary:
     cpu_ms_per_request_by_role: dict[str, float]
     ratios: Ratios
     runs: list[RunStats]
+    endpoint: str = "embeddings"
 
 
 def _median_or_none(values: Sequence[float | None]) -> float | None:
@@ -61,10 +64,11 @@ def summarize_scenario(
     load: str,
     inputs_per_request: int,
     runs: Sequence[RunStats],
-    ceiling: CeilingResult | None,
+    ceiling: CeilingResult | GenerationCeiling | None,
     offered_rps: float | None = None,
     system_cpu_percent: Sequence[float] = (),
     service_cpu: Sequence[RunCpu] = (),
+    endpoint: str = "embeddings",
 ) -> ScenarioSummary:
     """Median of each figure over the repeats (the issue's method), then ratios."""
     if not runs:
@@ -75,17 +79,25 @@ def summarize_scenario(
     inputs_per_s = median([r.inputs_per_s for r in runs])
     p50_ms = _median_or_none([r.latency.p50_ms if r.latency else None for r in runs])
     p99_ms = _median_or_none([r.latency.p99_ms if r.latency else None for r in runs])
-    ceiling_latency_ms = ceiling.latency_ms(inputs_per_request) if ceiling else None
-    ratios = Ratios(
-        inputs_per_s_vs_ceiling=_ratio(
-            inputs_per_s, ceiling.sentence_transformers_inputs_per_s if ceiling else None
-        ),
-        inputs_per_s_vs_automodel=_ratio(
-            inputs_per_s, ceiling.automodel_inputs_per_s if ceiling else None
-        ),
-        p50_vs_ceiling_latency=_ratio(p50_ms, ceiling_latency_ms),
-        p99_over_p50=_ratio(p99_ms, p50_ms),
-    )
+    if isinstance(ceiling, GenerationCeiling):
+        ratios = Ratios(
+            inputs_per_s_vs_ceiling=_ratio(inputs_per_s, ceiling.requests_per_s),
+            inputs_per_s_vs_automodel=None,
+            p50_vs_ceiling_latency=_ratio(p50_ms, ceiling.single_request_ms),
+            p99_over_p50=_ratio(p99_ms, p50_ms),
+        )
+    else:
+        ceiling_latency_ms = ceiling.latency_ms(inputs_per_request) if ceiling else None
+        ratios = Ratios(
+            inputs_per_s_vs_ceiling=_ratio(
+                inputs_per_s, ceiling.sentence_transformers_inputs_per_s if ceiling else None
+            ),
+            inputs_per_s_vs_automodel=_ratio(
+                inputs_per_s, ceiling.automodel_inputs_per_s if ceiling else None
+            ),
+            p50_vs_ceiling_latency=_ratio(p50_ms, ceiling_latency_ms),
+            p99_over_p50=_ratio(p99_ms, p50_ms),
+        )
     cpu_ms, cpu_ms_by_role = ms_per_request(service_cpu)
     return ScenarioSummary(
         name=name,
@@ -106,14 +118,17 @@ def summarize_scenario(
         cpu_ms_per_request_by_role=cpu_ms_by_role,
         ratios=ratios,
         runs=list(runs),
+        endpoint=endpoint,
     )
 
 
 def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
     """The few figures the issue tracks: best ratios and tail growth near 70% load."""
-    single = [s for s in scenarios if s.inputs_per_request == 1 and s.offered_rps is None]
-    multi = [s for s in scenarios if s.inputs_per_request > 1]
-    sweep = [s for s in scenarios if s.offered_rps is not None]
+    embeddings = [s for s in scenarios if s.endpoint == "embeddings"]
+    completions = [s for s in scenarios if s.endpoint == "completions"]
+    single = [s for s in embeddings if s.inputs_per_request == 1 and s.offered_rps is None]
+    multi = [s for s in embeddings if s.inputs_per_request > 1]
+    sweep = [s for s in embeddings if s.offered_rps is not None]
     best_single = max(single, key=lambda s: s.inputs_per_s, default=None)
     best_multi = max(multi, key=lambda s: s.inputs_per_s, default=None)
     peak_rps = best_single.throughput_rps if best_single else None
@@ -130,4 +145,7 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
         else None,
         "multi_input_vs_ceiling": best_multi.ratios.inputs_per_s_vs_ceiling if best_multi else None,
         "p99_over_p50_at_70pct": near_70.ratios.p99_over_p50 if near_70 else None,
+        "completions_vs_ceiling": completions[0].ratios.inputs_per_s_vs_ceiling
+        if completions
+        else None,
     }

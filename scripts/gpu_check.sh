@@ -3,14 +3,18 @@
 #
 #   scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
 #
+# SKIP_MODELS=1, SKIP_BENCH=1, SKIP_SERVE=1 leave out steps 1-2, 3 and 4, to split the check
+# over several calls when one has a time limit.
+#
 # 1. scripts/gpu_check.py: every task (embedding, generation, classification) in fp16, int8 and
 #    nf4 on CUDA; quantization agreement against fp16 and throughput -> OUT_DIR/gpu_check.json.
 # 2. benchmarks.lengths in process on CUDA: mixed queries and passages, one fp16 pass per batch
 #    against passes grouped by length at several pass costs (what `length_grouping: N` to give
 #    on a GPU, where `auto` keeps one pass) -> OUT_DIR/lengths_gpu.json.
-# 3. benchmarks.standard on serve_config.gpu.yaml (unless SKIP_BENCH=1): the ceiling in float16
-#    on the GPU, then the service under load (10 s runs), every figure a ratio to that ceiling ->
-#    OUT_DIR/bench/ (summary.json, ceiling.json, serve_run.log) and OUT_DIR/bench.log.
+# 3. benchmarks.standard on serve_config.gpu.yaml plus a generation model (unless SKIP_BENCH=1):
+#    the embedding and generation ceilings in float16 on the GPU, then the service under load
+#    (10 s runs), every figure a ratio to its ceiling -> OUT_DIR/bench/ (summary.json,
+#    ceiling.json, generation_ceiling.json, serve_run.log) and OUT_DIR/bench.log.
 # 4. serve_config.gpu.yaml under `serve run` (unless SKIP_SERVE=1): replicas sharing the GPU by
 #    fractional num_gpus must all report a CUDA device -> OUT_DIR/models.json, serve_run.log.
 set -euo pipefail
@@ -27,14 +31,22 @@ export RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 RAY_local_gc
 
 nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || echo "nvidia-smi unavailable" >&2
 status=0
-"$PYTHON" scripts/gpu_check.py --out "$OUT_DIR" || status=$?
-"$PYTHON" -m benchmarks.lengths --in-process-only --device cuda --in-process-s 5 \
-  --overheads 256 1024 4096 16384 --json-out "$OUT_DIR/lengths_gpu.json" || status=$?
+if [[ "${SKIP_MODELS:-0}" != 1 ]]; then
+  "$PYTHON" scripts/gpu_check.py --out "$OUT_DIR" || status=$?
+  "$PYTHON" -m benchmarks.lengths --in-process-only --device cuda --in-process-s 5 \
+    --overheads 256 1024 4096 16384 --json-out "$OUT_DIR/lengths_gpu.json" || status=$?
+fi
 
 if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
-  "$PYTHON" -m benchmarks.standard --config serve_config.gpu.yaml --ceiling-device cuda \
-    --duration-s 10 --warmup-s 2 --sweep 0.5 0.7 --ceiling-duration-s 5 --no-progress \
-    --out "$OUT_DIR/bench" > "$OUT_DIR/bench.log" 2>&1 || status=$?
+  # serve_config.gpu.yaml plus a generation model on a quarter of the GPU ($GENERATION_PATH, else
+  # a tiny random GPT-2: then the completions ratio is the service's overhead around generate).
+  bench_config=$("$PYTHON" scripts/bench_config.py --base serve_config.gpu.yaml \
+    --out "$OUT_DIR/bench_model" --num-gpus 0.25 \
+    ${GENERATION_PATH:+--generation-path "$GENERATION_PATH"} | tail -n 1)
+  "$PYTHON" -m benchmarks.standard --config "$bench_config" --ceiling-device cuda \
+    --completions-model bench-generator --duration-s 10 --warmup-s 2 --sweep 0.5 0.7 \
+    --ceiling-duration-s 5 --no-progress --out "$OUT_DIR/bench" > "$OUT_DIR/bench.log" 2>&1 \
+    || status=$?
 fi
 
 if [[ "${SKIP_SERVE:-0}" != 1 ]]; then

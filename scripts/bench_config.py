@@ -1,0 +1,69 @@
+"""A Serve config for benchmarking generation beside embeddings: a copy of one config plus a
+generation model (a real one from --generation-path, else a tiny random-weight GPT-2 built on
+the spot, which measures the service's overhead around `generate` rather than a model's speed).
+
+    python scripts/bench_config.py --base serve_config.gpu.yaml --out DIR [--num-gpus 0.25]
+
+Prints the new config's path; the model is served as `bench-generator`. With --num-gpus the
+generation replica asks Ray for that share of a GPU (`device: auto` then picks CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GENERATOR = "bench-generator"
+
+
+def with_generator(
+    base: dict[str, Any], model_path: str, num_gpus: float, num_cpus: float
+) -> dict[str, Any]:
+    """`base` with one more model, `GENERATOR`, in its first application."""
+    config = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
+    application = config["applications"][0]
+    application["args"]["models"].append(
+        {"name": GENERATOR, "task": "generation", "path": model_path, "device": "auto"}
+    )
+    application.setdefault("deployments", []).append(
+        {
+            "name": GENERATOR,
+            "max_ongoing_requests": 64,
+            "ray_actor_options": {"num_cpus": num_cpus, "num_gpus": num_gpus},
+            "user_config": {"max_batch_size": 16, "batch_wait_timeout_s": 0.02},
+        }
+    )
+    return dict(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, default=REPO / "serve_config.yaml")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the config (and model)")
+    parser.add_argument("--generation-path", help="a causal LM directory (default: tiny GPT-2)")
+    parser.add_argument("--num-gpus", type=float, default=0.0)
+    parser.add_argument("--num-cpus", type=float, default=0.5)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_path = args.generation_path
+    if model_path is None:
+        from tests.tiny_models import build_tiny_gpt2
+
+        model_path = str(build_tiny_gpt2(args.out / "tiny-gpt2"))
+    base = yaml.safe_load(args.base.read_text())
+    config = with_generator(base, model_path, args.num_gpus, args.num_cpus)
+    dest = args.out / "bench_config.yaml"
+    dest.write_text(yaml.safe_dump(config, sort_keys=False))
+    print(dest)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
