@@ -289,6 +289,24 @@ def measure_in_subprocess(
     return load_result(json_out)
 
 
+def quiet_offline_child() -> None:
+    """A measuring child process: local files only, no weight-loading bars in the bench log."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def write_result(result: Any, json_out: Path | None) -> None:
+    """A result dataclass as JSON, to `json_out` when given, else to stdout."""
+    text = json.dumps(asdict(result), indent=2)
+    if json_out:
+        json_out.write_text(text + "\n")
+    else:
+        print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="In-process embedding ceiling")
     parser.add_argument("--json-out", type=Path, default=None)
@@ -300,11 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: float16")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # weight-loading bars would flood the bench log
+    quiet_offline_child()
     if args.torch_threads:
         import torch
 
@@ -313,11 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = measure(
         texts, args.batch_size, args.duration_s, args.model_path, args.words_per_input, args.device
     )
-    text = json.dumps(asdict(result), indent=2)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    else:
-        print(text)
+    write_result(result, args.json_out)
     return 0
 
 

@@ -19,11 +19,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.ceiling import quiet_offline_child, write_result
 from benchmarks.payloads import make_texts
 from benchmarks.stats import median
 
@@ -146,20 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=10.0)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: float16")
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # weight-loading bars would flood the bench log
+    quiet_offline_child()
     prompts = make_texts(PROMPTS, seed=args.seed, words_per_text=args.words_per_input)
     result = measure(
         args.model_path, prompts, args.batch_size, args.max_tokens, args.duration_s, args.device
     )
-    text = json.dumps(asdict(result), indent=2)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    else:
-        print(text)
+    write_result(result, args.json_out)
     return 0
 
 

@@ -18,19 +18,8 @@ from benchmarks.summary import headline, summarize_scenario
 from tests.tiny_models import build_tiny_gpt2, minilm_directory
 from tests.unit.test_loadgen import ceiling_result
 
-
-def generation_ceiling(**changes: Any) -> GenerationCeiling:
-    fields: dict[str, Any] = dict(
-        model_path="m",
-        device="cpu",
-        batch_size=8,
-        max_tokens=16,
-        requests_per_s=50.0,
-        completion_tokens_per_s=800.0,
-        single_request_ms=20.0,
-        measured_at="now",
-    )
-    return GenerationCeiling(**{**fields, **changes})
+# 50 requests/s in batches of 8, one prompt alone in 20 ms.
+GENERATION_CEILING = GenerationCeiling("m", "cpu", 8, 16, 50.0, 800.0, 20.0, "now")
 
 
 def runs(latency_s: float, requests: int) -> list[Any]:
@@ -42,7 +31,7 @@ def runs(latency_s: float, requests: int) -> list[Any]:
 
 def test_completions_are_set_against_the_generation_ceiling() -> None:
     summary = summarize_scenario(
-        "completions c=8", "closed c=8", 1, runs(0.06, 25), generation_ceiling(), None,
+        "completions c=8", "closed c=8", 1, runs(0.06, 25), GENERATION_CEILING, None,
         endpoint="completions",
     )  # fmt: skip
     assert summary.endpoint == "completions"
@@ -57,7 +46,7 @@ def test_the_headline_keeps_completions_apart_from_embeddings() -> None:
     )
     # Faster than the embeddings scenario, so it would have been taken as the best single input.
     completions = summarize_scenario(
-        "completions c=8", "closed c=8", 1, runs(0.01, 200), generation_ceiling(),
+        "completions c=8", "closed c=8", 1, runs(0.01, 200), GENERATION_CEILING,
         endpoint="completions",
     )  # fmt: skip
     top = headline([embeddings, completions])

@@ -26,16 +26,9 @@ from serve_app.config import ModelSpec
 from tests.tiny_models import build_tiny_bert_classifier, minilm_directory
 
 # Short queries with two long documents among them: one pass would pad every row to ~250 tokens.
-MIXED_TEXTS = [
-    "hi",
-    "a short query about serving",
-    "word " * 300,  # truncated to the model's 256 tokens
-    "another short one",
-    "what is dynamic batching",
-    "a document " * 60,
-    "ok",
-    "and a last short query here",
-]
+QUERIES = ["hi", "a short query", "another short one", "dynamic batching?", "ok", "a last query"]
+LONG = ["word " * 300, "a document " * 60]  # the first is truncated to the model's 256 tokens
+MIXED_TEXTS = [*QUERIES[:2], LONG[0], *QUERIES[2:4], LONG[1], *QUERIES[4:]]
 
 
 def cost(groups: Sequence[Sequence[int]], lengths: Sequence[int], overhead: int) -> int:
