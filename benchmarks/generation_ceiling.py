@@ -24,12 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ceiling import quiet_offline_child, write_result
+from benchmarks.ceiling import median_latency_ms, quiet_offline_child, whole_batches, write_result
 from benchmarks.payloads import make_texts
-from benchmarks.stats import median
 
 PROMPTS = 512
-_LATENCY_CALLS = 10
 
 
 @dataclass(frozen=True)
@@ -87,10 +85,7 @@ def measure(
     device: str = "cpu",
 ) -> GenerationCeiling:
     generate = _Generator(model_path, device, max_tokens)
-    batches = [
-        list(prompts[i : i + batch_size])
-        for i in range(0, len(prompts) - batch_size + 1, batch_size)
-    ]
+    batches = whole_batches(prompts, batch_size)
     generate(batches[0])  # the first call pays for lazy initialisation
     requests = tokens = 0
     start = time.perf_counter()
@@ -98,11 +93,6 @@ def measure(
         batch = batches[(requests // batch_size) % len(batches)]
         tokens += generate(batch)
         requests += len(batch)
-    single = []
-    for prompt in prompts[:_LATENCY_CALLS]:
-        call_start = time.perf_counter()
-        generate([prompt])
-        single.append((time.perf_counter() - call_start) * 1e3)
     return GenerationCeiling(
         model_path=model_path,
         device=device,
@@ -110,7 +100,7 @@ def measure(
         max_tokens=max_tokens,
         requests_per_s=requests / elapsed,
         completion_tokens_per_s=tokens / elapsed,
-        single_request_ms=median(single),
+        single_request_ms=median_latency_ms(generate, prompts, 1),
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
 

@@ -231,6 +231,7 @@ def run_standard_set(
 
 def model_directory(config_path: Path, model_name: str) -> str:
     """The local weights of the model `model_name` that the Serve config serves."""
+    # ModelSource.resolve_path says the same, but importing it brings torch into the generator.
     config = yaml.safe_load(config_path.read_text())
     for application in config.get("applications", []):
         for model in (application.get("args") or {}).get("models", []):

@@ -79,25 +79,22 @@ def summarize_scenario(
     inputs_per_s = median([r.inputs_per_s for r in runs])
     p50_ms = _median_or_none([r.latency.p50_ms if r.latency else None for r in runs])
     p99_ms = _median_or_none([r.latency.p99_ms if r.latency else None for r in runs])
+    # The ceiling's rate, its AutoModel variant's rate and its latency for one request.
+    rate: float | None = None
+    automodel_rate: float | None = None
+    latency_ms: float | None = None
     if isinstance(ceiling, GenerationCeiling):
-        ratios = Ratios(
-            inputs_per_s_vs_ceiling=_ratio(inputs_per_s, ceiling.requests_per_s),
-            inputs_per_s_vs_automodel=None,
-            p50_vs_ceiling_latency=_ratio(p50_ms, ceiling.single_request_ms),
-            p99_over_p50=_ratio(p99_ms, p50_ms),
-        )
-    else:
-        ceiling_latency_ms = ceiling.latency_ms(inputs_per_request) if ceiling else None
-        ratios = Ratios(
-            inputs_per_s_vs_ceiling=_ratio(
-                inputs_per_s, ceiling.sentence_transformers_inputs_per_s if ceiling else None
-            ),
-            inputs_per_s_vs_automodel=_ratio(
-                inputs_per_s, ceiling.automodel_inputs_per_s if ceiling else None
-            ),
-            p50_vs_ceiling_latency=_ratio(p50_ms, ceiling_latency_ms),
-            p99_over_p50=_ratio(p99_ms, p50_ms),
-        )
+        rate, latency_ms = ceiling.requests_per_s, ceiling.single_request_ms
+    elif ceiling is not None:
+        rate = ceiling.sentence_transformers_inputs_per_s
+        automodel_rate = ceiling.automodel_inputs_per_s
+        latency_ms = ceiling.latency_ms(inputs_per_request)
+    ratios = Ratios(
+        inputs_per_s_vs_ceiling=_ratio(inputs_per_s, rate),
+        inputs_per_s_vs_automodel=_ratio(inputs_per_s, automodel_rate),
+        p50_vs_ceiling_latency=_ratio(p50_ms, latency_ms),
+        p99_over_p50=_ratio(p99_ms, p50_ms),
+    )
     cpu_ms, cpu_ms_by_role = ms_per_request(service_cpu)
     return ScenarioSummary(
         name=name,
