@@ -4,7 +4,9 @@ One application, deployed declaratively (as `serve deploy` does) so each deploym
 replica count: two ingress replicas, two embedding replicas (the packaged MiniLM), two
 classification replicas and one generation replica (tiny random-weight models). Each test kills
 one replica's process with SIGKILL, by the PID Serve reports for it, while a bounded closed-loop
-load runs, then checks what clients saw and that Serve put a new replica in its place.
+load runs, then checks what clients saw and that Serve put a new replica in its place. A model
+replica is killed at a moment it is computing, so it always dies with calls in flight: a timed
+kill can land between two of a fast replica's batches and then proves nothing about retries.
 
 - Embedding and classification calls are idempotent: the ingress sends one again when the
   replica under it dies, so clients see no failure at all. The retries are counted in the
@@ -22,7 +24,7 @@ import json
 import os
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,11 @@ DEPLOY_TIMEOUT_S = 300.0
 REPLACED_WITHIN_S = 120.0  # a new replica loads its model first; the machine may be busy
 LOAD_S = 7.0
 KILL_AFTER_S = 2.0
+# A model replica is killed once it has used this share of a core over the last window (it is
+# running a batch), or after BUSY_WAIT_S whatever it does.
+BUSY_WINDOW_S = 0.1
+BUSY_CPU_SHARE = 0.3
+BUSY_WAIT_S = 3.0
 REQUEST_TIMEOUT_S = 30.0
 NO_HANG_S = 15.0  # no request may take longer than this, kill or not
 
@@ -190,11 +197,34 @@ def retries_logged(model: str) -> int:
     return total
 
 
+async def wait_until_busy(replica: Replica) -> float:
+    """Return as soon as `replica`'s process used BUSY_CPU_SHARE of a core over the last
+    BUSY_WINDOW_S (or after BUSY_WAIT_S); the share it reached."""
+    process = psutil.Process(replica.pid)
+    samples: deque[tuple[float, float]] = deque()  # (monotonic, CPU seconds)
+    share = 0.0
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while time.monotonic() < deadline:
+        now, cpu = time.monotonic(), sum(process.cpu_times()[:2])
+        samples.append((now, cpu))
+        # Keep one sample at least a window old as the reference point.
+        while len(samples) > 2 and now - samples[1][0] >= BUSY_WINDOW_S:
+            samples.popleft()
+        elapsed = now - samples[0][0]
+        if elapsed >= BUSY_WINDOW_S:
+            share = (cpu - samples[0][1]) / elapsed
+            if share >= BUSY_CPU_SHARE:
+                break
+        await asyncio.sleep(0.01)
+    return share
+
+
 @dataclass(frozen=True)
 class KilledUnderLoad:
     record: RunRecord
     killed_s: float  # in the record's clock: seconds from the load's start
     killed_monotonic: float
+    victim_cpu_share: float | None  # over the window before the kill, when it was waited for
 
 
 async def load_with_kill(
@@ -204,15 +234,18 @@ async def load_with_kill(
     deployment: str,
     victim: Replica,
     load_s: float = LOAD_S,
+    when_busy: bool = False,
 ) -> KilledUnderLoad:
-    """A closed-loop load of `load_s` seconds with `victim` killed KILL_AFTER_S into it."""
+    """A closed-loop load of `load_s` seconds with `victim` killed KILL_AFTER_S into it, or the
+    first moment after that it is computing when `when_busy`."""
     started = time.perf_counter()
-    killed: list[tuple[float, float]] = []
+    killed: list[tuple[float, float, float | None]] = []
 
     async def killer() -> None:
         await asyncio.sleep(KILL_AFTER_S)
+        share = await wait_until_busy(victim) if when_busy else None
         kill(deployment, victim)
-        killed.append((time.perf_counter() - started, time.monotonic()))
+        killed.append((time.perf_counter() - started, time.monotonic(), share))
 
     target = Target(url=url, bodies=bodies)
     record, _ = await asyncio.gather(
@@ -265,16 +298,18 @@ def test_a_killed_model_replica_costs_no_idempotent_request(
 ) -> None:
     [victim, survivor] = running(deployment)
     retries_before = retries_logged(deployment)
-    run = asyncio.run(load_with_kill(f"{base_url}{route}", bodies(), 8, deployment, victim))
+    run = asyncio.run(
+        load_with_kill(f"{base_url}{route}", bodies(), 8, deployment, victim, when_busy=True)
+    )
     record = run.record
     statuses = Counter(record.status)
     assert statuses == {200: len(record.status)}, statuses  # zero lost, every one answered
     assert max(record.latency_s) < NO_HANG_S
     after_kill = sum(1 for start in record.start_s if start > run.killed_s)
-    assert after_kill > 10
+    assert after_kill > 10, (after_kill, run.killed_s)
     # The killed replica was serving: calls on it died and the ingress sent them again.
     retried = wait_until_count(lambda: retries_logged(deployment) - retries_before)
-    assert retried > 0
+    assert retried > 0, f"no retry; the victim used {run.victim_cpu_share} of a core"
     replaced_s = wait_replaced(deployment, victim, 2, run.killed_monotonic)
     assert survivor.pid in {r.pid for r in running(deployment)}
     figures(
@@ -283,6 +318,7 @@ def test_a_killed_model_replica_costs_no_idempotent_request(
         after_kill=after_kill,
         lost=len(record.status) - statuses[200],
         retried_calls=retried,
+        victim_cpu_share=round(run.victim_cpu_share or 0.0, 2),
         max_latency_s=round(max(record.latency_s), 2),
         replaced_within_s=round(replaced_s, 1),
     )
