@@ -24,7 +24,7 @@ import json
 import os
 import signal
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,25 +198,17 @@ def retries_logged(model: str) -> int:
 
 
 async def wait_until_busy(replica: Replica) -> float:
-    """Return as soon as `replica`'s process used BUSY_CPU_SHARE of a core over the last
-    BUSY_WINDOW_S (or after BUSY_WAIT_S); the share it reached."""
+    """Return at the end of the first BUSY_WINDOW_S in which `replica`'s process used
+    BUSY_CPU_SHARE of a core (or after BUSY_WAIT_S); the share of the last window."""
     process = psutil.Process(replica.pid)
-    samples: deque[tuple[float, float]] = deque()  # (monotonic, CPU seconds)
-    share = 0.0
     deadline = time.monotonic() + BUSY_WAIT_S
-    while time.monotonic() < deadline:
-        now, cpu = time.monotonic(), sum(process.cpu_times()[:2])
-        samples.append((now, cpu))
-        # Keep one sample at least a window old as the reference point.
-        while len(samples) > 2 and now - samples[1][0] >= BUSY_WINDOW_S:
-            samples.popleft()
-        elapsed = now - samples[0][0]
-        if elapsed >= BUSY_WINDOW_S:
-            share = (cpu - samples[0][1]) / elapsed
-            if share >= BUSY_CPU_SHARE:
-                break
-        await asyncio.sleep(0.01)
-    return share
+    while True:
+        started, cpu_before = time.monotonic(), sum(process.cpu_times()[:2])
+        await asyncio.sleep(BUSY_WINDOW_S)
+        now = time.monotonic()
+        share: float = (sum(process.cpu_times()[:2]) - cpu_before) / (now - started)
+        if share >= BUSY_CPU_SHARE or now >= deadline:
+            return share
 
 
 @dataclass(frozen=True)
