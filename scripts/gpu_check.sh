@@ -15,8 +15,9 @@
 #    the embedding and generation ceilings in float16 on the GPU, then the service under load
 #    (10 s runs), every figure a ratio to its ceiling -> OUT_DIR/bench/ (summary.json,
 #    ceiling.json, generation_ceiling.json, serve_run.log) and OUT_DIR/bench.log.
-# 4. serve_config.gpu.yaml under `serve run` (unless SKIP_SERVE=1): replicas sharing the GPU by
-#    fractional num_gpus must all report a CUDA device -> OUT_DIR/models.json, serve_run.log.
+# 4. serve_config.gpu.yaml ($SERVE_CONFIG to try another) under `serve run` (unless SKIP_SERVE=1):
+#    replicas sharing the GPU by fractional num_gpus must all report a CUDA device
+#    -> OUT_DIR/models.json, serve_run.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,11 @@ fi
 
 if [[ "${SKIP_SERVE:-0}" != 1 ]]; then
   PORT="${PORT:-8000}"
-  "$PYTHON" -m ray.serve.scripts run serve_config.gpu.yaml > "$OUT_DIR/serve_run.log" 2>&1 &
+  # A background job of a script starts with SIGINT ignored, and `serve run` only shuts Ray down
+  # on SIGINT: restore it before exec, or the trap below would wait forever.
+  "$PYTHON" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' "$PYTHON" -m ray.serve.scripts run --address local \
+    "${SERVE_CONFIG:-serve_config.gpu.yaml}" > "$OUT_DIR/serve_run.log" 2>&1 &
   serve_pid=$!
   trap 'kill -INT "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
   ready=0
@@ -63,7 +68,8 @@ if [[ "${SKIP_SERVE:-0}" != 1 ]]; then
   if [[ $ready == 1 ]]; then
     curl -sf "http://127.0.0.1:$PORT/v1/models" > "$OUT_DIR/models.json"
     curl -sf "http://127.0.0.1:$PORT/v1/embeddings" -H 'content-type: application/json' \
-      -d '{"model": "embedder", "input": ["hello from the gpu"]}' > "$OUT_DIR/embedding.json"
+      -d '{"model": "embedder", "input": ["hello from the gpu"]}' > "$OUT_DIR/embedding.json" \
+      || status=1
     "$PYTHON" - "$OUT_DIR/models.json" <<'PY' || status=1
 import json, sys
 models = [m for m in json.load(open(sys.argv[1]))["data"] if "device" in m]
