@@ -72,9 +72,13 @@ def config_for_port(config_path: Path, port: int, dest: Path) -> Path:
     return dest
 
 
-def _serve_executable() -> str:
+def _serve_command() -> list[str]:
+    """The `serve` CLI of this interpreter's Ray; by module where Ray was installed without its
+    scripts beside the interpreter (`pip install --target`, as the GPU check does)."""
     candidate = Path(sys.executable).with_name("serve")
-    return str(candidate) if candidate.exists() else "serve"
+    if candidate.exists():
+        return [str(candidate)]
+    return [sys.executable, "-m", "ray.serve.scripts"]
 
 
 def restore_sigint() -> None:
@@ -105,7 +109,7 @@ def start_serve_run(
     child_env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     log_file = log.open("ab")
     process = subprocess.Popen(
-        [_serve_executable(), "run", "--address", "local", str(private_config)],
+        [*_serve_command(), "run", "--address", "local", str(private_config)],
         cwd=workdir,
         env=child_env,
         stdin=subprocess.DEVNULL,

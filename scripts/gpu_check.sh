@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# GPU check, for a session whose machine has a CUDA GPU. Installs nothing.
+# GPU check, for a session whose machine has a CUDA GPU. Downloads nothing.
 #
 #   scripts/gpu_check.sh [OUT_DIR]        (default: $OUT, else ./gpu_check_out)
+#
+# Python: .venv's, else python3 (PYTHON to choose). Where that Python lacks Ray and the service's
+# other packages, carry the parts that scripts/gpu_stage.sh packs (.gpu_stage/partN): the first
+# run here installs them into .gpu_site (see docs/models.md, "The GPU check").
 #
 # SKIP_MODELS=1, SKIP_BENCH=1, SKIP_SERVE=1 leave out steps 1-2, 3 and 4, to split the check
 # over several calls when one has a time limit.
@@ -25,6 +29,18 @@ OUT_DIR="${1:-${OUT:-gpu_check_out}}"
 mkdir -p "$OUT_DIR"
 if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+# Packages carried as wheels (scripts/gpu_stage.sh; one part per call to the GPU machine) are
+# unpacked once into .gpu_site, where later calls find them: pip --target, nothing system-wide.
+if [[ -d .gpu_stage ]] && ! "$PYTHON" -c "import ray" 2> /dev/null; then
+  if [[ ! -d .gpu_site/ray ]]; then
+    wheels=$(mktemp -d)
+    "$PYTHON" scripts/gpu_stage.py unpack --stage .gpu_stage --dest "$wheels"
+    "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir \
+      --target .gpu_site "$wheels"/*.whl
+    rm -rf "$wheels"
+  fi
+  export PYTHONPATH="$PWD/.gpu_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Ray as `make serve` starts it (the Makefile's SERVE_ENV).
