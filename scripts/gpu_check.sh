@@ -68,11 +68,12 @@ fi
 
 if [[ "${SKIP_SERVE:-0}" != 1 ]]; then
   PORT="${PORT:-8000}"
+  SERVE_CONFIG="${SERVE_CONFIG:-serve_config.gpu.yaml}"
   # A background job of a script starts with SIGINT ignored, and `serve run` only shuts Ray down
   # on SIGINT: restore it before exec, or the trap below would wait forever.
   "$PYTHON" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execvp(sys.argv[1], sys.argv[1:])' "$PYTHON" -m ray.serve.scripts run --address local \
-    "${SERVE_CONFIG:-serve_config.gpu.yaml}" > "$OUT_DIR/serve_run.log" 2>&1 &
+    "$SERVE_CONFIG" > "$OUT_DIR/serve_run.log" 2>&1 &
   serve_pid=$!
   trap 'kill -INT "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
   ready=0
@@ -94,7 +95,7 @@ print({m["id"]: (m["device"], m["dtype"], m["quantization"], m["memory_bytes"]) 
 sys.exit(f"not on the GPU: {bad}" if bad or not models else 0)
 PY
   else
-    echo "serve_config.gpu.yaml did not become ready; see $OUT_DIR/serve_run.log" >&2
+    echo "$SERVE_CONFIG did not become ready; see $OUT_DIR/serve_run.log" >&2
     status=1
   fi
 fi
