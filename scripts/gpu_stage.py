@@ -39,14 +39,6 @@ class PackedFile:
     chunks: list[Chunk]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(MIB), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pack(src: Path, out: Path, part_bytes: int) -> list[PackedFile]:
     """Files of `src` into `out/partN` folders of at most `part_bytes` each, in name order."""
     if part_bytes < 1:
@@ -58,6 +50,7 @@ def pack(src: Path, out: Path, part_bytes: int) -> list[PackedFile]:
     packed: list[PackedFile] = []
     for path in files:
         chunks: list[Chunk] = []
+        digest = hashlib.sha256()
         with path.open("rb") as stream:
             # Each piece fills what is left of the current part, so only the last part is short.
             while piece := stream.read(part_bytes - used):
@@ -65,11 +58,13 @@ def pack(src: Path, out: Path, part_bytes: int) -> list[PackedFile]:
                 folder.mkdir(parents=True, exist_ok=True)
                 name = f"{path.name}.{len(chunks):03d}"
                 (folder / name).write_bytes(piece)
+                digest.update(piece)
                 chunks.append(Chunk(folder.name, name, len(piece)))
                 used += len(piece)
                 if used == part_bytes:
                     part, used = part + 1, 0
-        packed.append(PackedFile(path.name, _sha256(path), path.stat().st_size, chunks))
+        size = sum(chunk.size for chunk in chunks)
+        packed.append(PackedFile(path.name, digest.hexdigest(), size, chunks))
     last = part if used or part == 1 else part - 1
     (out / f"part{last}").mkdir(parents=True, exist_ok=True)
     manifest = {"parts": last, "files": [asdict(f) for f in packed]}
@@ -92,10 +87,14 @@ def unpack(stage: Path, dest: Path) -> list[Path]:
     rebuilt: list[Path] = []
     for entry in manifest["files"]:
         target = dest / entry["name"]
+        digest, size = hashlib.sha256(), 0
         with target.open("wb") as out:
             for chunk in entry["chunks"]:
-                out.write((stage / chunk["part"] / chunk["name"]).read_bytes())
-        if target.stat().st_size != entry["size"] or _sha256(target) != entry["sha256"]:
+                piece = (stage / chunk["part"] / chunk["name"]).read_bytes()
+                out.write(piece)
+                digest.update(piece)
+                size += len(piece)
+        if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
             raise ValueError(f"{target.name} does not match what was packed")
         rebuilt.append(target)
     return rebuilt
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "pack":
         packed = pack(args.src, args.out, int(args.part_mib * MIB))
-        parts = sorted({c.part for f in packed for c in f.chunks})
+        parts = sorted({c.part for f in packed for c in f.chunks}, key=lambda p: int(p[4:]))
         print(f"{len(packed)} files in {len(parts)} parts under {args.out}: {' '.join(parts)}")
     else:
         rebuilt = unpack(args.stage, args.dest)
