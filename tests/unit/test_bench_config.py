@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -10,20 +9,14 @@ import pytest
 import yaml
 
 from serve_app.config import AppArgs
+from tests.script_modules import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench_config() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_config", REPO_ROOT / "scripts" / "bench_config.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_config")
 
 
 @pytest.mark.parametrize("base", ["serve_config.yaml", "serve_config.gpu.yaml"])

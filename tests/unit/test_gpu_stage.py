@@ -3,31 +3,22 @@ missing or damaged part is refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.script_modules import load_script
+
 PART_BYTES = 300
 
 
 @pytest.fixture(scope="module")
 def gpu_stage() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gpu_stage", REPO_ROOT / "scripts" / "gpu_stage.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gpu_stage")
 
 
 @pytest.fixture
