@@ -21,7 +21,7 @@
 #    ceiling.json, generation_ceiling.json, serve_run.log) and OUT_DIR/bench.log.
 # 4. serve_config.gpu.yaml ($SERVE_CONFIG to try another) under `serve run` (unless SKIP_SERVE=1):
 #    replicas sharing the GPU by fractional num_gpus must all report a CUDA device
-#    -> OUT_DIR/models.json, serve_run.log.
+#    -> OUT_DIR/models.json, embedding_<model>.json (one answer per embedding model), serve_run.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,27 +76,43 @@ os.execvp(sys.argv[1], sys.argv[1:])' "$PYTHON" -m ray.serve.scripts run --addre
     "$SERVE_CONFIG" > "$OUT_DIR/serve_run.log" 2>&1 &
   serve_pid=$!
   trap 'kill -INT "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
-  ready=0
-  for _ in $(seq 1 150); do  # up to ~5 minutes for Ray, the proxy and every replica
-    if curl -sf "http://127.0.0.1:$PORT/readyz" > /dev/null; then ready=1; break; fi
-    if ! kill -0 "$serve_pid" 2>/dev/null; then break; fi
-    sleep 2
-  done
-  if [[ $ready == 1 ]]; then
-    curl -sf "http://127.0.0.1:$PORT/v1/models" > "$OUT_DIR/models.json"
-    curl -sf "http://127.0.0.1:$PORT/v1/embeddings" -H 'content-type: application/json' \
-      -d '{"model": "embedder", "input": ["hello from the gpu"]}' > "$OUT_DIR/embedding.json" \
-      || status=1
-    "$PYTHON" - "$OUT_DIR/models.json" <<'PY' || status=1
-import json, sys
-models = [m for m in json.load(open(sys.argv[1]))["data"] if "device" in m]
+  # Python's urllib rather than curl: the GPU machine's image may have no curl.
+  "$PYTHON" - "http://127.0.0.1:$PORT" "$OUT_DIR" "$serve_pid" "$SERVE_CONFIG" <<'PY' || status=1
+import json, os, sys, time, urllib.request
+
+url, out, pid, config = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+
+def call(path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + path, data, {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+deadline = time.monotonic() + 300  # Ray, the proxy and every replica
+while True:
+    try:
+        urllib.request.urlopen(url + "/readyz", timeout=5).close()
+        break
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            sys.exit(f"{config}: serve run exited; see {out}/serve_run.log")
+        if time.monotonic() > deadline:
+            sys.exit(f"{config} did not become ready; see {out}/serve_run.log")
+        time.sleep(2)
+listed = call("/v1/models")
+json.dump(listed, open(f"{out}/models.json", "w"), indent=1)
+models = [m for m in listed["data"] if "device" in m]
+for model in models:
+    if model.get("task") == "embedding":
+        answer = call("/v1/embeddings", {"model": model["id"], "input": ["hello from the gpu"]})
+        json.dump(answer, open(f"{out}/embedding_{model['id']}.json", "w"))
 bad = [m["id"] for m in models if not m["device"].startswith("cuda")]
 print({m["id"]: (m["device"], m["dtype"], m["quantization"], m["memory_bytes"]) for m in models})
 sys.exit(f"not on the GPU: {bad}" if bad or not models else 0)
 PY
-  else
-    echo "$SERVE_CONFIG did not become ready; see $OUT_DIR/serve_run.log" >&2
-    status=1
-  fi
 fi
 exit "$status"

@@ -49,5 +49,7 @@ def test_the_serve_step_flags_cpu_replicas_and_stops_its_service(tmp_path: Path)
     assert "'all-MiniLM-L6-v2': ('cpu', 'float32', 'none'" in stdout
     listed = json.loads((out / "models.json").read_text())["data"]
     assert [card["id"] for card in listed] == ["all-MiniLM-L6-v2"]
+    answer = json.loads((out / "embedding_all-MiniLM-L6-v2.json").read_text())
+    assert len(answer["data"][0]["embedding"]) == 384
     # The service went down through `serve run`'s own Ctrl-C path, not by being killed.
     assert "Got KeyboardInterrupt, shutting down" in (out / "serve_run.log").read_text()
