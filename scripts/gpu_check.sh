@@ -67,49 +67,39 @@ if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
 fi
 
 if [[ "${SKIP_SERVE:-0}" != 1 ]]; then
-  PORT="${PORT:-8000}"
-  SERVE_CONFIG="${SERVE_CONFIG:-serve_config.gpu.yaml}"
-  # A background job of a script starts with SIGINT ignored, and `serve run` only shuts Ray down
-  # on SIGINT: restore it before exec, or the trap below would wait forever.
-  "$PYTHON" -c 'import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL)
-os.execvp(sys.argv[1], sys.argv[1:])' "$PYTHON" -m ray.serve.scripts run --address local \
-    "$SERVE_CONFIG" > "$OUT_DIR/serve_run.log" 2>&1 &
-  serve_pid=$!
-  trap 'kill -INT "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true' EXIT
-  # Python's urllib rather than curl: the GPU machine's image may have no curl.
-  "$PYTHON" - "http://127.0.0.1:$PORT" "$OUT_DIR" "$serve_pid" "$SERVE_CONFIG" <<'PY' || status=1
-import json, os, sys, time, urllib.request
+  # Started, awaited and stopped as the benchmarks do it (benchmarks/service_process.py: its own
+  # session, SIGINT restored, `--address local`); HTTP through urllib, as the image may lack curl.
+  "$PYTHON" - "${SERVE_CONFIG:-serve_config.gpu.yaml}" "${PORT:-8000}" "$OUT_DIR" <<'PY' \
+    || status=1
+import json, sys, urllib.request
+from pathlib import Path
 
-url, out, pid, config = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+from benchmarks.service_process import ServiceStartError, start_serve_run, stop, wait_ready
+
+config, port, out = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+service = start_serve_run(config, port, log_path=out / "serve_run.log")
 
 
 def call(path, body=None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data, {"content-type": "application/json"})
+    request = urllib.request.Request(service.url + path, data, {"content-type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
 
-deadline = time.monotonic() + 300  # Ray, the proxy and every replica
-while True:
-    try:
-        urllib.request.urlopen(url + "/readyz", timeout=5).close()
-        break
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            sys.exit(f"{config}: serve run exited; see {out}/serve_run.log")
-        if time.monotonic() > deadline:
-            sys.exit(f"{config} did not become ready; see {out}/serve_run.log")
-        time.sleep(2)
-listed = call("/v1/models")
-json.dump(listed, open(f"{out}/models.json", "w"), indent=1)
-models = [m for m in listed["data"] if "device" in m]
-for model in models:
-    if model.get("task") == "embedding":
-        answer = call("/v1/embeddings", {"model": model["id"], "input": ["hello from the gpu"]})
-        json.dump(answer, open(f"{out}/embedding_{model['id']}.json", "w"))
+try:
+    wait_ready(service.url, 300, service)  # Ray, the proxy and every replica
+    listed = call("/v1/models")
+    (out / "models.json").write_text(json.dumps(listed, indent=1))
+    models = [m for m in listed["data"] if "device" in m]
+    for model in models:
+        if model.get("task") == "embedding":
+            answer = call("/v1/embeddings", {"model": model["id"], "input": ["hello from the gpu"]})
+            (out / f"embedding_{model['id']}.json").write_text(json.dumps(answer))
+except ServiceStartError as error:
+    sys.exit(f"{config} did not come up: {error}")
+finally:
+    stop(service)
 bad = [m["id"] for m in models if not m["device"].startswith("cuda")]
 print({m["id"]: (m["device"], m["dtype"], m["quantization"], m["memory_bytes"]) for m in models})
 sys.exit(f"not on the GPU: {bad}" if bad or not models else 0)
