@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install serve test test-unit test-integration test-e2e lint bench bench-lengths soak clean
+.PHONY: install serve test test-unit test-integration test-e2e lint bench bench-lengths bench-generation soak clean
 
 # torch first and pinned: the CPU wheel on local disk; anything else pulls gigabytes.
 $(BIN)/.installed: pyproject.toml
@@ -53,6 +53,9 @@ bench: install
 # Queries and passages mixed: passes grouped by length against one padded pass per batch.
 bench-lengths: install
 	$(SERVE_ENV) $(BIN)/python -m benchmarks.lengths $(BENCH_ARGS)
+
+bench-generation: install
+	$(SERVE_ENV) $(BIN)/python -m benchmarks.generation_batching $(BENCH_ARGS)
 
 # By hand, not CI: 10 minutes at 60% of capacity, memory of every service process sampled
 # (SOAK_S=60 for a smoke; SOAK_ARGS=--overload adds the overload test).

@@ -26,6 +26,15 @@ class BatchObserver:
             len(enqueued_at), [started_at - t for t in enqueued_at], finished_at - started_at
         )
 
+    def observe_request(
+        self, enqueued_at: float, started_at: float, finished_at: float, batch_size: int
+    ) -> None:
+        """One request of a continuous batch, which ran beside `batch_size - 1` others when it
+        ended; its wait is the time before it joined the batch."""
+        self.record.add(batch_size)
+        self.stats.observe_batch([enqueued_at], started_at, finished_at)
+        self.metrics.observe_batch(batch_size, [started_at - enqueued_at], finished_at - started_at)
+
     def autoscaling_stats(self) -> dict[str, float]:
         """What `record_autoscaling_stats` returns to Serve's controller."""
         return self.stats.snapshot(time.monotonic())

@@ -1,9 +1,14 @@
-"""The generation deployment: one replica holds one causal LM; streamed or not, requests share
-one `generate` per batch through a generator `@serve.batch`.
+"""The generation deployment: one replica holds one causal LM and serves streamed and whole
+completions through one of two batchers (`generation_batching`):
 
-Each decoding step the generate thread hands the event loop one chunk slot per request; the batch
-generator yields them, and Serve routes each slot to its caller's stream. A caller that goes away
-(client disconnect) cancels its job: its row stops at the next step and the rest go on.
+- continuous (default, deployments/continuous_generation.py): requests join and leave one
+  running batch between decoding steps;
+- static: requests share one `generate` per batch through a generator `@serve.batch`. Each
+  decoding step the generate thread hands the event loop one chunk slot per request; the batch
+  generator yields them, and Serve routes each slot to its caller's stream.
+
+Either way a caller that goes away (client disconnect) frees its row at the next step and the
+rest go on.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import asyncio
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ray import serve
 
 from deployments.agreement_metrics import logits_agreement
+from deployments.batch_observer import BatchObserver
 from deployments.batch_settings import BatchSettings
+from deployments.continuous_generation import ContinuousGeneration
 from deployments.generation_model import GenerationModel
 from deployments.generation_progress import GenerationJob, RowProgress
 from deployments.generation_types import (
@@ -55,19 +62,49 @@ class GenerationDeployment(ModelReplica):
         )
         self._model = checked.model
         self._agreement = checked.agreement
-        # Warm up before Serve reports the replica healthy: the first pass is the slow one.
-        warm_up = GenerationRequest("warm-up", max_tokens=1, prompt="warm-up")
-        self._model.run_batch([self._model.prepare(warm_up)], emit=lambda _: None)
-        self._init_replica(model_name, BatchSettings.model_validate(GENERATION_BATCHING))
+        settings = BatchSettings.model_validate(GENERATION_BATCHING)
+        self._init_replica(model_name, settings)
         self._batch_ids = itertools.count()
         self._outcomes: deque[GenerationOutcome] = deque(maxlen=_OUTCOMES_KEPT)
+        self._continuous: ContinuousGeneration | None = None
+        # Warm up before Serve reports the replica healthy: the first pass is the slow one.
+        warm_up = self._model.prepare(GenerationRequest("warm-up", max_tokens=2, prompt="warm-up"))
+        if source.generation_batching == "continuous":
+            self._continuous = start_continuous(
+                self._model,
+                settings.max_batch_size,
+                source.kv_cache_tokens,
+                self._observer,
+                lambda row: self._outcomes.append(row.outcome(None)),  # deque.append: thread-safe
+                warm_up,
+            )
+        else:
+            self._model.run_batch([warm_up], emit=lambda _: None)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._settings = BatchSettings.model_validate({**GENERATION_BATCHING, **user_config})
         self._settings.apply_to(self._batched)
+        if self._continuous is not None:
+            self._continuous.set_max_batch_size(self._settings.max_batch_size)
+
+    def __del__(self) -> None:
+        # Serve calls this on a graceful shutdown; the loop's thread would otherwise keep the
+        # replica's process alive until Ray kills it.
+        continuous = getattr(self, "_continuous", None)
+        if continuous is not None:
+            continuous.stop()
+
+    def check_health(self) -> None:
+        if self._continuous is not None:
+            self._continuous.check_health()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """The request's chunks as they are generated; call with `handle.options(stream=True)`."""
+        if self._continuous is not None:
+            job = self._model.prepare(request, self._continuous.cache_tokens)
+            async for chunk in self._continuous.stream(job):
+                yield chunk
+            return
         job = self._model.prepare(request)
         try:
             async for chunk in self._batched(job):
@@ -139,7 +176,8 @@ class GenerationDeployment(ModelReplica):
             "task": "generation",
             **self._model.describe(),
             "quantization_agreement": self._agreement.as_dict() if self._agreement else None,
-            "batching": self._settings.model_dump(),
+            "batching": self._settings.model_dump()
+            | (self._continuous.describe() if self._continuous else {"mode": "static"}),
         }
 
     def outcome(self, request_id: str) -> GenerationOutcome | None:
@@ -148,3 +186,27 @@ class GenerationDeployment(ModelReplica):
             if outcome.request_id == request_id:
                 return outcome
         return None
+
+
+def start_continuous(
+    model: GenerationModel,
+    max_batch_size: int,
+    kv_cache_tokens: int | None,
+    observer: BatchObserver,
+    on_finish: Callable[[RowProgress], None],
+    warm_up: GenerationJob,
+) -> ContinuousGeneration:
+    """Start the continuous batching loop and run one request through it, or fail the deploy
+    with a message that says what to change."""
+    engine: ContinuousGeneration | None = None
+    try:
+        engine = ContinuousGeneration(model, max_batch_size, kv_cache_tokens, observer, on_finish)
+        engine.warm_up(warm_up.prompt_ids)
+        return engine
+    except Exception as exc:
+        if engine is not None:
+            engine.stop()
+        raise RuntimeError(
+            f"continuous batching cannot run this model ({type(exc).__name__}: {exc}); "
+            "set generation_batching: static for it"
+        ) from exc

@@ -40,8 +40,12 @@ class GenerationModel:
         pad_id = self.tokenizer.pad_token_id
         self.pad_id = int(pad_id) if pad_id is not None else min(self.eos_ids, default=0)
 
-    def prepare(self, request: GenerationRequest) -> GenerationJob:
-        """Tokenize and check one request against the model's limits (InputRejected if not)."""
+    def prepare(self, request: GenerationRequest, cache_tokens: int | None = None) -> GenerationJob:
+        """Tokenize and check one request against the model's limits (InputRejected if not).
+
+        `cache_tokens`: the most tokens (prompt and completion) one request may hold in the
+        replica's KV cache, when that is less than the context.
+        """
         param = "messages" if request.messages is not None else "prompt"
         prompt_ids = self.prompt_ids(request)
         if not prompt_ids:
@@ -53,12 +57,16 @@ class GenerationModel:
                 param=param,
             )
         max_tokens = request.max_tokens
-        room = self.context_tokens - len(prompt_ids)
+        limit = self.context_tokens
+        what = f"This model's maximum context length is {limit} tokens."
+        if cache_tokens is not None and cache_tokens < limit:
+            limit = cache_tokens
+            what = f"This replica's KV cache holds {limit} tokens (kv_cache_tokens)."
+        room = limit - len(prompt_ids)
         if max_tokens > room:
             if not request.max_tokens_is_default or room < 1:
                 raise InputRejected(
-                    f"This model's maximum context length is {self.context_tokens} tokens. "
-                    f"However, you requested {len(prompt_ids) + max_tokens} tokens "
+                    f"{what} However, you requested {len(prompt_ids) + max_tokens} tokens "
                     f"({len(prompt_ids)} in the prompt, {max_tokens} in the completion). "
                     "Please reduce the prompt or max_tokens.",
                     param="max_tokens",

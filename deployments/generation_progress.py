@@ -79,7 +79,12 @@ class RowProgress:
         text, stopped = self._stops.feed(self._detokenizer.flush())
         return self._finish("stop" if stopped else "length", text)
 
-    def outcome(self, batch_id: int) -> GenerationOutcome:
+    def cancel(self) -> None:
+        """The caller went away before the row ended (no-op once it has ended)."""
+        if self.finish_reason is None:
+            self.finish_reason = "cancelled"
+
+    def outcome(self, batch_id: int | None) -> GenerationOutcome:
         return GenerationOutcome(
             request_id=self.job.request_id,
             finish_reason=self.finish_reason or "length",

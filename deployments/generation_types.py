@@ -67,10 +67,12 @@ class GenerationOutcome:
     """How a request ended on the replica, kept for operators and tests.
 
     finish_reason "cancelled": the caller went away and its row was dropped from the batch.
+    batch_id: the static batch that ran it; None under continuous batching, where rows join
+    and leave one running batch.
     """
 
     request_id: str
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
-    batch_id: int
+    batch_id: int | None

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 DeviceName = Literal["auto", "cpu", "cuda"]
 DtypeName = Literal["auto", "float32", "float16", "bfloat16"]
 QuantizationName = Literal["none", "int8", "nf4", "fp4"]
+GenerationBatching = Literal["continuous", "static"]
 
 _TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -74,6 +75,20 @@ class ModelSource(BaseModel):
         "is what one more pass costs in tokens of work (a split happens where it saves more "
         "padding than that); `auto`: 64 on CPU, where it was measured, and one pass per batch "
         "on a GPU; `off`: one pass per batch.",
+    )
+
+    generation_batching: GenerationBatching = Field(
+        default="continuous",
+        description="Generation: `continuous` lets requests join and leave one running batch "
+        "between decoding steps (transformers' paged-attention continuous batching); `static` "
+        "runs one `generate` per batch, where a request waits for the batch before it.",
+    )
+    kv_cache_tokens: int | None = Field(
+        default=None,
+        ge=64,
+        description="Generation, continuous batching: tokens of KV cache the replica reserves "
+        "for all running requests together, reserved at start-up (default: 16, the default "
+        "max_batch_size, x min(context, 2048)).",
     )
 
     @model_validator(mode="after")

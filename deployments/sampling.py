@@ -64,7 +64,15 @@ class PerRowSampling(LogitsProcessor):
             generator = self._generators.get(row)
             if generator is None:
                 generator = self._generators[row] = make_generator(params.seed, scores.device)
-            token = sample_token(scores[row], params.temperature, params.top_p, generator)
-            scores[row].fill_(float("-inf"))
-            scores[row, token] = 0.0
+            pin_sampled_token(scores[row], params, generator)
         return scores
+
+
+def pin_sampled_token(
+    row_scores: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> None:
+    """Sample one token for a row in place: it keeps logit 0, every other token -inf, so the
+    greedy choice that follows picks exactly it."""
+    token = sample_token(row_scores, params.temperature, params.top_p, generator)
+    row_scores.fill_(float("-inf"))
+    row_scores[token] = 0.0

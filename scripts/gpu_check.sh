@@ -7,8 +7,8 @@
 # other packages, carry the parts that scripts/gpu_stage.sh packs (.gpu_stage/partN): the first
 # run here installs them into .gpu_site (see docs/models.md, "The GPU check").
 #
-# SKIP_MODELS=1, SKIP_BENCH=1, SKIP_SERVE=1 leave out steps 1-2, 3 and 4, to split the check
-# over several calls when one has a time limit.
+# SKIP_MODELS=1, SKIP_BENCH=1, SKIP_SERVE=1, SKIP_GENERATION=1 leave out steps 1-2, 3, 4 and 5,
+# to split the check over several calls when one has a time limit.
 #
 # 1. scripts/gpu_check.py: every task (embedding, generation, classification) in fp16, int8 and
 #    nf4 on CUDA; quantization agreement against fp16 and throughput -> OUT_DIR/gpu_check.json.
@@ -22,6 +22,9 @@
 # 4. serve_config.gpu.yaml ($SERVE_CONFIG to try another) under `serve run` (unless SKIP_SERVE=1):
 #    replicas sharing the GPU by fractional num_gpus must all report a CUDA device
 #    -> OUT_DIR/models.json, embedding_<model>.json (one answer per embedding model), serve_run.log.
+# 5. benchmarks.generation_batching on the GPU (unless SKIP_GENERATION=1): continuous against
+#    static batching, a random GPT-2 of 12 layers x 768 (or $GENERATION_PATH), greedy completions
+#    of 8-64 tokens from 8 and 32 clients, 10 s runs -> OUT_DIR/generation_batching/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -104,5 +107,11 @@ bad = [m["id"] for m in models if not m["device"].startswith("cuda")]
 print({m["id"]: (m["device"], m["dtype"], m["quantization"], m["memory_bytes"]) for m in models})
 sys.exit(f"not on the GPU: {bad}" if bad or not models else 0)
 PY
+fi
+
+if [[ "${SKIP_GENERATION:-0}" != 1 ]]; then
+  "$PYTHON" -m benchmarks.generation_batching --num-gpus 0.25 --num-cpus 1 --layers 12 \
+    --width 768 --duration-s 10 ${GENERATION_PATH:+--generation-path "$GENERATION_PATH"} \
+    --out "$OUT_DIR/generation_batching" > "$OUT_DIR/generation_batching.log" 2>&1 || status=$?
 fi
 exit "$status"

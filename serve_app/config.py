@@ -76,6 +76,23 @@ class ModelSpec(ModelSource):
             )
         return self
 
+    @model_validator(mode="after")
+    def _generation_batching_only_where_it_runs(self) -> ModelSpec:
+        if self.task != "generation" and self.model_fields_set & {
+            "generation_batching",
+            "kv_cache_tokens",
+        }:
+            raise ValueError(
+                "generation_batching and kv_cache_tokens apply to generation models; "
+                f"this one's task is {self.task}"
+            )
+        if self.generation_batching == "static" and self.kv_cache_tokens is not None:
+            raise ValueError(
+                "kv_cache_tokens sizes the cache of continuous batching; with "
+                "generation_batching: static each batch's generate() holds its own cache"
+            )
+        return self
+
     @field_validator("deployment")
     @classmethod
     def _safe_deployment_name(cls, value: str | None) -> str | None:

@@ -64,8 +64,17 @@ def build_bpe_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_gpt2(directory: Path, *, chat_template: bool = True, seed: int = 0) -> Path:
-    """A 2-layer GPT-2 with a 4096-token context, saved with its tokenizer into `directory`."""
+def build_tiny_gpt2(
+    directory: Path,
+    *,
+    chat_template: bool = True,
+    seed: int = 0,
+    layers: int = 2,
+    width: int = 64,
+    heads: int = 2,
+) -> Path:
+    """A GPT-2 (2 layers of width 64 unless told) with a 4096-token context, saved with its
+    tokenizer into `directory`."""
     tokenizer = build_bpe_tokenizer()
     if chat_template:
         tokenizer.chat_template = CHAT_TEMPLATE
@@ -73,9 +82,9 @@ def build_tiny_gpt2(directory: Path, *, chat_template: bool = True, seed: int = 
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=GPT2_CONTEXT_TOKENS,
-        n_embd=64,
-        n_layer=2,
-        n_head=2,
+        n_embd=width,
+        n_layer=layers,
+        n_head=heads,
         bos_token_id=eos_id,
         eos_token_id=eos_id,
         pad_token_id=eos_id,

@@ -24,6 +24,7 @@ def test_the_serve_step_flags_cpu_replicas_and_stops_its_service(tmp_path: Path)
         **os.environ,
         "SKIP_MODELS": "1",
         "SKIP_BENCH": "1",
+        "SKIP_GENERATION": "1",
         "SERVE_CONFIG": str(config),
         "PORT": str(port),
         "RAY_USAGE_STATS_ENABLED": "0",

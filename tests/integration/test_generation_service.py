@@ -1,7 +1,8 @@
 """Generation, classification and aliases through HTTP on one real Serve application.
 
-Tiny random-weight models (tests/tiny_models.py): a GPT-2 with a chat template, the same weights
-without one, an nf4 copy, a BERT classifier and an int8 copy, plus an alias splitting 3:1.
+Tiny random-weight models (tests/tiny_models.py): a GPT-2 with a chat template (continuous
+batching, the default), the same weights without one (static batches), an nf4 copy, a BERT
+classifier and an int8 copy, plus an alias splitting 3:1.
 Outputs are compared with the same models run directly in this process.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +47,12 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
     args = {
         "models": [
             generation(GPT, tiny_models.gpt2, max_output_tokens=4000),
-            generation(PLAIN, tiny_models.gpt2_plain),
+            generation(
+                PLAIN,
+                tiny_models.gpt2_plain,
+                max_output_tokens=4000,
+                generation_batching="static",
+            ),
             generation(GPT_NF4, tiny_models.gpt2, quantization="nf4"),
             {"name": CLASSIFIER, "task": "classification", "path": str(tiny_models.classifier)},
             {
@@ -106,9 +113,9 @@ def model_handle(name: str) -> Any:
 
 
 @contextmanager
-def batching(max_batch_size: int, batch_wait_timeout_s: float) -> Iterator[Any]:
+def batching(model: str, max_batch_size: int, batch_wait_timeout_s: float = 0.02) -> Iterator[Any]:
     """Batch knobs for one test, applied through `reconfigure` as a user_config change is."""
-    handle = model_handle(GPT)
+    handle = model_handle(model)
     handle.reconfigure.remote(
         {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s}
     ).result()
@@ -148,6 +155,9 @@ def test_models_list_task_placement_size_and_quantization_agreement(base_url: st
     assert cards[GPT]["quantization_agreement"] is None
     assert cards[GPT]["chat_template"] == "tokenizer"
     assert cards[PLAIN]["chat_template"] == "plain"
+    assert cards[GPT]["batching"]["mode"] == "continuous"
+    assert cards[GPT]["batching"]["kv_cache_tokens"] == 16 * 2048  # 16 x min(4096, 2048)
+    assert cards[PLAIN]["batching"]["mode"] == "static"
     # Quantized: the same model counted the same, stored smaller, and checked against fp32.
     assert cards[GPT_NF4]["parameters"] == cards[GPT]["parameters"]
     assert cards[GPT_NF4]["memory_bytes"] < cards[GPT]["memory_bytes"]
@@ -239,7 +249,7 @@ def test_chat_uses_the_tokenizer_template_or_the_plain_one(
         assert body["choices"][0]["finish_reason"] == "length"
 
 
-def test_streams_share_a_batch_and_match_non_streamed_greedy(
+def test_static_streams_share_a_batch_and_match_non_streamed_greedy(
     base_url: str, direct: tuple[Any, Any]
 ) -> None:
     async def two_streams() -> list[list[Any]]:
@@ -251,7 +261,7 @@ def test_streams_share_a_batch_and_match_non_streamed_greedy(
                             client,
                             f"{base_url}/v1/completions",
                             {
-                                "model": GPT,
+                                "model": PLAIN,
                                 "prompt": p,
                                 "max_tokens": 10,
                                 "temperature": 0,
@@ -263,21 +273,24 @@ def test_streams_share_a_batch_and_match_non_streamed_greedy(
                 )
             )
 
-    with batching(max_batch_size=2, batch_wait_timeout_s=5.0) as handle:
+    with batching(PLAIN, max_batch_size=2, batch_wait_timeout_s=5.0) as handle:
         streams = asyncio.run(two_streams())
         outcomes = [handle.outcome.remote(events[0]["id"]).result() for events in streams]
     for events, prompt in zip(streams, PROMPTS[:2], strict=True):
         assert streamed_text(events) == greedy(direct, prompt_ids(direct, prompt), 10)[0]
         assert events[-1]["choices"][0]["finish_reason"] == "length"
         assert len(events) > 2  # tokens arrived as several chunks, not one
+    assert outcomes[0].batch_id is not None
     assert outcomes[0].batch_id == outcomes[1].batch_id  # one generate served both
 
 
+@pytest.mark.parametrize("mode", ["continuous", "static"])
 def test_a_client_that_disconnects_frees_its_row_and_the_batch_goes_on(
-    base_url: str, direct: tuple[Any, Any]
+    base_url: str, direct: tuple[Any, Any], mode: str
 ) -> None:
-    leaver = {"model": GPT, "prompt": PROMPTS[0], "max_tokens": 3500, "temperature": 0}
-    stayer = {"model": GPT, "prompt": PROMPTS[1], "max_tokens": 1500, "temperature": 0}
+    model = GPT if mode == "continuous" else PLAIN
+    leaver = {"model": model, "prompt": PROMPTS[0], "max_tokens": 3500, "temperature": 0}
+    stayer = {"model": model, "prompt": PROMPTS[1], "max_tokens": 1500, "temperature": 0}
     url = f"{base_url}/v1/completions"
 
     async def first_chunk_then_leave(client: httpx.AsyncClient) -> Any:
@@ -295,7 +308,7 @@ def test_a_client_that_disconnects_frees_its_row_and_the_batch_goes_on(
             )
         return first, events
 
-    with batching(max_batch_size=2, batch_wait_timeout_s=5.0) as handle:
+    with batching(model, max_batch_size=2, batch_wait_timeout_s=5.0) as handle:
         first, stayer_events = asyncio.run(both())
         left = handle.outcome.remote(first["id"]).result()
         stayed = handle.outcome.remote(stayer_events[0]["id"]).result()
@@ -304,11 +317,83 @@ def test_a_client_that_disconnects_frees_its_row_and_the_batch_goes_on(
     # client left, the row was dropped long before its 3500 tokens.
     assert left.finish_reason == "cancelled"
     assert left.completion_tokens < 3500
+    # A static batch holds both rows; a continuous one has no batch ids.
     assert left.batch_id == stayed.batch_id
+    assert (left.batch_id is None) == (mode == "continuous")
     # Its batch companion went on to the end, unaffected.
     text, generated = greedy(direct, prompt_ids(direct, PROMPTS[1]), 1500)
     assert streamed_text(stayer_events) == text
     assert (stayed.finish_reason, stayed.completion_tokens) == ("length", generated)
+
+
+async def timed_sse(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    started: asyncio.Event | None = None,
+) -> tuple[list[Any], float, float]:
+    """A stream's events, when its first event came and when it ended (monotonic clock)."""
+    first_at = None
+    events = []
+    async with client.stream("POST", url, json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                first_at = first_at or time.monotonic()
+                events.append(json.loads(line.removeprefix("data: ")))
+                if started is not None:
+                    started.set()
+    assert first_at is not None
+    return events, first_at, time.monotonic()
+
+
+def test_a_request_joins_a_running_continuous_batch_and_leaves_before_it(
+    base_url: str, direct: tuple[Any, Any]
+) -> None:
+    """The point of continuous batching: a short request that comes while a long one runs
+    starts at the next step and ends first, instead of waiting for the long one's batch."""
+    url = f"{base_url}/v1/completions"
+    long = {"model": GPT, "prompt": PROMPTS[0], "max_tokens": 1500, "temperature": 0}
+    short = {"model": GPT, "prompt": PROMPTS[1], "max_tokens": 5, "temperature": 0}
+
+    async def run() -> tuple[tuple[list[Any], float, float], dict[str, Any], float]:
+        async with httpx.AsyncClient(timeout=300) as client:
+            started = asyncio.Event()
+            running = asyncio.create_task(timed_sse(client, url, long, started))
+            await started.wait()  # the long one is generating
+            response = await client.post(url, json=short)
+            short_done = time.monotonic()
+            return await running, response.json(), short_done
+
+    (events, _, long_done), short_body, short_done = asyncio.run(run())
+    assert short_done < long_done
+    text, _ = greedy(direct, prompt_ids(direct, PROMPTS[1]), 5)
+    assert short_body["choices"][0]["text"] == text
+    # Sharing steps with a request that joined later leaves the long one's text unchanged.
+    assert streamed_text(events) == greedy(direct, prompt_ids(direct, PROMPTS[0]), 1500)[0]
+
+
+def test_continuous_max_batch_size_admits_that_many_and_applies_live(base_url: str) -> None:
+    url = f"{base_url}/v1/completions"
+    bodies = [{"model": GPT, "prompt": p, "max_tokens": 200, "temperature": 0} for p in PROMPTS[:2]]
+
+    async def both() -> list[list[Any]]:
+        async with httpx.AsyncClient(timeout=300) as client:
+            streams = (read_sse(client, url, {**b, "stream": True}) for b in bodies)
+            return list(await asyncio.gather(*streams))
+
+    def batch_sizes_of_both() -> list[int]:
+        # The replica records, per request, how many ran in the batch when it ended.
+        handle = model_handle(GPT)
+        handle.reset_batch_sizes.remote().result()
+        streams = asyncio.run(both())
+        assert [e[-1]["choices"][0]["finish_reason"] for e in streams] == ["length", "length"]
+        sizes: list[int] = handle.batch_sizes.remote().result()
+        return sizes
+
+    with batching(GPT, max_batch_size=1):
+        assert batch_sizes_of_both() == [1, 1]  # one at a time: the second waited its turn
+    assert batch_sizes_of_both() == [2, 1]  # back to 16: both ran at once
 
 
 def test_quantized_generation_answers(base_url: str) -> None:

@@ -36,6 +36,28 @@ def test_parallel_passes_are_refused_for_generation_and_checked_against_threads(
     assert spec.source().threads_per_pass() == 1
 
 
+def test_generation_batching_is_checked_where_it_applies() -> None:
+    generator = {**PACKAGED, "task": "generation"}
+    spec = parse_args({"models": [generator]}).models[0]
+    assert (spec.source().generation_batching, spec.source().kv_cache_tokens) == (
+        "continuous",
+        None,
+    )
+    sized = parse_args({"models": [{**generator, "kv_cache_tokens": 8192}]}).models[0]
+    assert sized.source().kv_cache_tokens == 8192
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "generation_batching": "static"}]})
+    assert "apply to generation models; this one's task is embedding" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_args(
+            {"models": [{**generator, "generation_batching": "static", "kv_cache_tokens": 8192}]}
+        )
+    assert "kv_cache_tokens sizes the cache of continuous batching" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**generator, "generation_batching": "rolling"}]})
+    assert "'continuous' or 'static'" in str(caught.value)
+
+
 def test_unknown_field_is_refused_with_its_name() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_args({"models": [{**PACKAGED, "devise": "cpu"}]})

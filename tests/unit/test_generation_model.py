@@ -17,18 +17,10 @@ from deployments.generation_types import (
     SamplingParams,
 )
 from deployments.input_errors import InputRejected
-from deployments.loading import ModelSource
-from tests.fixtures_models import TinyModels, tiny_models
+from tests.fixtures_generation import GREEDY, PROMPTS, direct_greedy, model
+from tests.fixtures_models import tiny_models
 
-__all__ = ["tiny_models"]
-
-GREEDY = SamplingParams(temperature=0.0)
-PROMPTS = ["The quick brown fox", "Hello", "Ray Serve batches requests from many clients"]
-
-
-@pytest.fixture(scope="module")
-def model(tiny_models: TinyModels) -> GenerationModel:
-    return GenerationModel(ModelSource(path=str(tiny_models.gpt2), device="cpu"))
+__all__ = ["model", "tiny_models"]
 
 
 @dataclass
@@ -61,14 +53,6 @@ def run(
     collected = Collected()
     rows = model.run_batch([model.prepare(r) for r in requests], collected)
     return collected, rows
-
-
-def direct_greedy(model: GenerationModel, prompt: str, max_tokens: int) -> tuple[str, int]:
-    encoded = model.tokenizer(prompt, return_tensors="pt")
-    with torch.inference_mode():
-        out = model.model.generate(**encoded, max_new_tokens=max_tokens, do_sample=False)
-    new = out[0, encoded["input_ids"].shape[1] :]
-    return str(model.tokenizer.decode(new, skip_special_tokens=True)), len(new)
 
 
 def test_batched_greedy_equals_plain_generate_per_prompt(model: GenerationModel) -> None:
