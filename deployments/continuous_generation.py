@@ -18,7 +18,8 @@ import importlib.util
 import itertools
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from transformers import ContinuousBatchingConfig, GenerationConfig
@@ -143,14 +144,17 @@ class ContinuousGeneration:
         await self._admission.acquire()
         started_at = time.monotonic()
         try:
-            async for chunk in self._run(job):
-                yield chunk
+            # aclosing: a caller that stops early must end `_run` now (cancelling its row), not
+            # whenever the garbage collector finalizes it.
+            async with aclosing(self._run(job)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             running = self._admission.active
             self._admission.release()
             self._observer.observe_request(enqueued_at, started_at, time.monotonic(), running)
 
-    async def _run(self, job: GenerationJob) -> AsyncIterator[GenerationChunk]:
+    async def _run(self, job: GenerationJob) -> AsyncGenerator[GenerationChunk, None]:
         row = RowProgress(job, self._model.tokenizer, self._model.eos_ids)
         request_id = f"{job.request_id}#{next(self._ids)}"
         outputs: asyncio.Queue[Any] = asyncio.Queue()

@@ -18,6 +18,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 from ray import serve
@@ -102,8 +103,11 @@ class GenerationDeployment(ModelReplica):
         """The request's chunks as they are generated; call with `handle.options(stream=True)`."""
         if self._continuous is not None:
             job = self._model.prepare(request, self._continuous.cache_tokens)
-            async for chunk in self._continuous.stream(job):
-                yield chunk
+            # aclosing: when the caller goes away, its row leaves the batch now, not whenever
+            # the garbage collector finalizes the inner generator.
+            async with aclosing(self._continuous.stream(job)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
             return
         job = self._model.prepare(request)
         try:

@@ -112,6 +112,17 @@ def model_handle(name: str) -> Any:
     return serve.get_deployment_handle(name, app_name=APP)
 
 
+def wait_for_outcome(model: str, request_id: str, timeout_s: float = 30.0) -> Any:
+    """How `request_id` ended on `model`'s replica, once it has (None after `timeout_s`)."""
+    handle = model_handle(model)
+    deadline = time.monotonic() + timeout_s
+    while (outcome := handle.outcome.remote(request_id).result()) is None:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+    return outcome
+
+
 @contextmanager
 def batching(model: str, max_batch_size: int, batch_wait_timeout_s: float = 0.02) -> Iterator[Any]:
     """Batch knobs for one test, applied through `reconfigure` as a user_config change is."""
@@ -300,18 +311,23 @@ def test_a_client_that_disconnects_frees_its_row_and_the_batch_goes_on(
                     return json.loads(line.removeprefix("data: "))  # closes the connection
         raise AssertionError("no chunk arrived")
 
-    async def both() -> tuple[Any, list[Any]]:
+    async def leave_and_await_its_outcome(client: httpx.AsyncClient) -> tuple[Any, Any, float]:
+        first = await first_chunk_then_leave(client)
+        left = await asyncio.to_thread(wait_for_outcome, model, first["id"])
+        return first, left, time.monotonic()
+
+    async def both() -> tuple[tuple[Any, Any, float], tuple[list[Any], float, float]]:
         async with httpx.AsyncClient(timeout=300) as client:
-            first, events = await asyncio.gather(
-                first_chunk_then_leave(client),
-                read_sse(client, url, {**stayer, "stream": True}),
+            leaver_side, stayer_side = await asyncio.gather(
+                leave_and_await_its_outcome(client), timed_sse(client, url, stayer)
             )
-        return first, events
+        return leaver_side, stayer_side
 
     with batching(model, max_batch_size=2, batch_wait_timeout_s=5.0) as handle:
-        first, stayer_events = asyncio.run(both())
-        left = handle.outcome.remote(first["id"]).result()
+        (first, left, left_ended_at), (stayer_events, _, stayer_done) = asyncio.run(both())
         stayed = handle.outcome.remote(stayer_events[0]["id"]).result()
+    # The replica ended the leaver's row while its companion was still generating.
+    assert left_ended_at < stayer_done
     assert first["choices"][0]["finish_reason"] is None
     # The first chunk reached the client while its generation was still running: when the
     # client left, the row was dropped long before its 3500 tokens.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 import torch
@@ -289,3 +290,29 @@ def test_a_model_the_loop_cannot_run_fails_the_deploy_with_the_fix_named(
     assert message.endswith("set generation_batching: static for it")
     assert len(stopped) == 1  # the loop it had started is not left running
     assert not stopped[0]._manager.is_running()
+
+
+def test_a_replica_stream_closed_early_ends_its_row_at_once(tiny_models: TinyModels) -> None:
+    """What Serve does when a client leaves: it closes the replica's stream. The row must be
+    cancelled by the time the close returns, not whenever the garbage collector gets to it."""
+    from deployments.generation import GenerationDeployment
+
+    replica_class = cast(Any, GenerationDeployment).func_or_class
+    replica = replica_class("tiny", ModelSource(path=str(tiny_models.gpt2), device="cpu"))
+    request = GenerationRequest("leaver", prompt=PROMPTS[0], max_tokens=3000, sampling=GREEDY)
+
+    async def three_chunks_then_close() -> None:
+        stream = replica.stream(request)
+        for _ in range(3):
+            await anext(stream)
+        await stream.aclose()
+        outcome = replica.outcome("leaver")  # no await in between: nothing else has run
+        assert outcome is not None
+        assert outcome.finish_reason == "cancelled"
+        assert outcome.completion_tokens < 3000
+
+    try:
+        asyncio.run(three_chunks_then_close())
+        assert replica.describe()["batching"]["mode"] == "continuous"
+    finally:
+        replica.__del__()
