@@ -245,7 +245,9 @@ def test_a_request_larger_than_the_cache_is_refused_before_it_reaches_the_loop(
             model.prepare(GenerationRequest("big", prompt="Hello", max_tokens=300), cache)
         assert caught.value.param == "max_tokens"
         default = model.prepare(
-            GenerationRequest("d", prompt="Hello", max_tokens=4000, max_tokens_is_default=True),
+            GenerationRequest(
+                "d", prompt="Hello", max_tokens=4000, max_tokens_is_default=True, sampling=GREEDY
+            ),
             cache,
         )
         assert len(default.prompt_ids) + default.max_tokens == 300  # shortened to fit
