@@ -30,6 +30,7 @@ import yaml
 
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load
 from benchmarks.payloads import COMPLETIONS_PATH, make_texts
+from benchmarks.report import format_ms
 from benchmarks.service_process import free_port, start_serve_run, stop, wait_ready
 from benchmarks.stats import summarize
 
@@ -146,13 +147,16 @@ def measure(
 
 
 def row_line(row: Row) -> str:
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f} ms"
-
-    return (
-        f"| {row.batching} | {row.clients} | {row.requests_per_s:.1f} | "
-        f"{row.tokens_per_s:.0f} | {ms(row.p50_ms)} | {ms(row.p99_ms)} | {row.errors} |"
-    )
+    cells = [
+        row.batching,
+        str(row.clients),
+        f"{row.requests_per_s:.1f}",
+        f"{row.tokens_per_s:.0f}",
+        format_ms(row.p50_ms),
+        format_ms(row.p99_ms),
+        str(row.errors),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -31,6 +31,7 @@ import yaml
 from benchmarks.ceiling import Encode, inputs_per_s
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load
 from benchmarks.payloads import DEFAULT_EMBEDDING_MODEL, embedding_bodies, make_mixed_length_texts
+from benchmarks.report import format_ms
 from benchmarks.service_process import free_port, start_serve_run, stop, wait_ready
 from benchmarks.stats import RunStats, summarize
 
@@ -146,13 +147,10 @@ def measure_service(
 
 
 def _row_line(row: ServiceRow) -> str:
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.0f} ms"
-
     ratio = "-" if row.vs_sorted_encode is None else f"{row.vs_sorted_encode:.2f}"
     return (
         f"| {row.length_grouping} | {row.scenario} | {row.inputs_per_s:.1f} | {ratio} | "
-        f"{ms(row.p50_ms)} | {ms(row.p99_ms)} | {row.errors} |"
+        f"{format_ms(row.p50_ms)} | {format_ms(row.p99_ms)} | {row.errors} |"
     )
 
 

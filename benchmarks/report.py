@@ -31,6 +31,11 @@ def _fmt(value: float | None, pattern: str) -> str:
     return "-" if value is None else format(value, pattern)
 
 
+def format_ms(value: float | None) -> str:
+    """A latency for a markdown table: whole milliseconds, or '-' when there is none."""
+    return "-" if value is None else f"{value:.0f} ms"
+
+
 def _where(ceiling: CeilingResult) -> str:
     if ceiling.device == "cpu":
         return f"CPU, {ceiling.torch_threads} torch threads"

@@ -318,3 +318,27 @@ def test_a_replica_stream_closed_early_ends_its_row_at_once(tiny_models: TinyMod
         assert replica.describe()["batching"]["mode"] == "continuous"
     finally:
         replica.__del__()
+
+
+def test_a_loop_that_dies_mid_request_fails_the_request_instead_of_hanging(
+    tiny_models: TinyModels,
+) -> None:
+    started = Engine(own_model(tiny_models))
+
+    async def die_after_three_chunks() -> None:
+        stream = started.engine.stream(job(started.model, PROMPTS[0], 3000))
+        for _ in range(3):
+            await anext(stream)
+        # What a crash leaves: the loop's thread gone, the request's tokens never coming.
+        started.engine._manager.stop(block=True, hard_stop=True)
+        async with asyncio.timeout(10):
+            async for _ in stream:
+                pass
+
+    # The loop's own error for the request, or GenerationLoopDied from the liveness check if
+    # no output ever comes; a TimeoutError would mean it hung.
+    with pytest.raises(RuntimeError, match=r"failed|stopped"):
+        asyncio.run(die_after_three_chunks())
+    with pytest.raises(GenerationLoopDied):
+        started.engine.check_health()
+    assert started.engine.running == 0
