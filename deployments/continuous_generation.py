@@ -121,10 +121,6 @@ class ContinuousGeneration:
     def running(self) -> int:
         return self._admission.active
 
-    @property
-    def waiting(self) -> int:
-        return self._admission.waiting
-
     def check_health(self) -> None:
         error = self._manager.background_thread_status.fatal_error
         if error is not None or not self._manager.is_running():
