@@ -195,7 +195,9 @@ class ContinuousGeneration:
     async def _next_output(self, outputs: asyncio.Queue[Any]) -> Any:
         while True:
             try:
-                return await asyncio.wait_for(outputs.get(), _LIVENESS_CHECK_S)
+                # asyncio.timeout, not wait_for: no task per token on the event loop.
+                async with asyncio.timeout(_LIVENESS_CHECK_S):
+                    return await outputs.get()
             except TimeoutError:
                 self.check_health()  # a long prefill is fine; a dead thread is not
 
@@ -209,5 +211,4 @@ class ContinuousGeneration:
         return {
             "mode": "continuous",
             "kv_cache_tokens": self.cache_tokens,
-            "max_batch_size": self._admission.limit,
         }

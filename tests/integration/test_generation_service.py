@@ -136,11 +136,22 @@ def batching(model: str, max_batch_size: int, batch_wait_timeout_s: float = 0.02
         handle.reconfigure.remote({}).result()
 
 
-async def read_sse(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> list[Any]:
+async def read_sse(
+    client: httpx.AsyncClient,
+    url: str,
+    body: dict[str, Any],
+    started: asyncio.Event | None = None,
+) -> list[Any]:
+    """A stream's events; `started` is set when the first one arrives."""
     async with client.stream("POST", url, json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        lines = [line async for line in response.aiter_lines() if line]
+        lines = []
+        async for line in response.aiter_lines():
+            if line:
+                lines.append(line)
+                if started is not None:
+                    started.set()
     assert lines[-1] == "data: [DONE]"
     return [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
 
@@ -316,15 +327,15 @@ def test_a_client_that_disconnects_frees_its_row_and_the_batch_goes_on(
         left = await asyncio.to_thread(wait_for_outcome, model, first["id"])
         return first, left, time.monotonic()
 
-    async def both() -> tuple[tuple[Any, Any, float], tuple[list[Any], float, float]]:
+    async def both() -> tuple[tuple[Any, Any, float], tuple[list[Any], float]]:
         async with httpx.AsyncClient(timeout=300) as client:
             leaver_side, stayer_side = await asyncio.gather(
-                leave_and_await_its_outcome(client), timed_sse(client, url, stayer)
+                leave_and_await_its_outcome(client), sse_and_end_time(client, url, stayer)
             )
         return leaver_side, stayer_side
 
     with batching(model, max_batch_size=2, batch_wait_timeout_s=5.0) as handle:
-        (first, left, left_ended_at), (stayer_events, _, stayer_done) = asyncio.run(both())
+        (first, left, left_ended_at), (stayer_events, stayer_done) = asyncio.run(both())
         stayed = handle.outcome.remote(stayer_events[0]["id"]).result()
     # The replica ended the leaver's row while its companion was still generating.
     assert left_ended_at < stayer_done
@@ -342,25 +353,15 @@ def test_a_client_that_disconnects_frees_its_row_and_the_batch_goes_on(
     assert (stayed.finish_reason, stayed.completion_tokens) == ("length", generated)
 
 
-async def timed_sse(
+async def sse_and_end_time(
     client: httpx.AsyncClient,
     url: str,
     body: dict[str, Any],
     started: asyncio.Event | None = None,
-) -> tuple[list[Any], float, float]:
-    """A stream's events, when its first event came and when it ended (monotonic clock)."""
-    first_at = None
-    events = []
-    async with client.stream("POST", url, json={**body, "stream": True}) as response:
-        assert response.status_code == 200
-        async for line in response.aiter_lines():
-            if line.startswith("data: {"):
-                first_at = first_at or time.monotonic()
-                events.append(json.loads(line.removeprefix("data: ")))
-                if started is not None:
-                    started.set()
-    assert first_at is not None
-    return events, first_at, time.monotonic()
+) -> tuple[list[Any], float]:
+    """A stream's events (`read_sse`) and when it ended (monotonic clock)."""
+    events = await read_sse(client, url, {**body, "stream": True}, started)
+    return events, time.monotonic()
 
 
 def test_a_request_joins_a_running_continuous_batch_and_leaves_before_it(
@@ -372,16 +373,16 @@ def test_a_request_joins_a_running_continuous_batch_and_leaves_before_it(
     long = {"model": GPT, "prompt": PROMPTS[0], "max_tokens": 1500, "temperature": 0}
     short = {"model": GPT, "prompt": PROMPTS[1], "max_tokens": 5, "temperature": 0}
 
-    async def run() -> tuple[tuple[list[Any], float, float], dict[str, Any], float]:
+    async def run() -> tuple[tuple[list[Any], float], dict[str, Any], float]:
         async with httpx.AsyncClient(timeout=300) as client:
             started = asyncio.Event()
-            running = asyncio.create_task(timed_sse(client, url, long, started))
+            running = asyncio.create_task(sse_and_end_time(client, url, long, started))
             await started.wait()  # the long one is generating
             response = await client.post(url, json=short)
             short_done = time.monotonic()
             return await running, response.json(), short_done
 
-    (events, _, long_done), short_body, short_done = asyncio.run(run())
+    (events, long_done), short_body, short_done = asyncio.run(run())
     assert short_done < long_done
     text, _ = greedy(direct, prompt_ids(direct, PROMPTS[1]), 5)
     assert short_body["choices"][0]["text"] == text
