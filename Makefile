@@ -21,11 +21,20 @@ install: $(BIN)/.installed
 # The fast path: HAProxy in front of the ingress replicas instead of Serve's Python proxy,
 # gRPC between replicas. Under load the raylet made every Ray process on the node run a full
 # gc.collect() at the same moment, every 10 s (its minimum interval): a burst that stalled the
-# forward passes; 600 s keeps it rare. Set the same variables on `ray start` for `serve deploy`.
-SERVE_ENV := RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 RAY_local_gc_min_interval_s=600
+# forward passes; 600 s keeps it rare. FORWARDED_ALLOW_IPS empty: uvicorn (in Serve's proxy and
+# the replicas) believes no client's X-Forwarded-For; gateway.trusted_proxies decides instead.
+# RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1: the throughput preset holds a replica's log lines
+# until 1000 have gathered or one is an ERROR, so a warning (a replica died under a call, a
+# retry) could wait for hours; access logs are off, so writing each line costs nothing.
+# Set the same variables on `ray start` for `serve deploy`.
+SERVE_ENV := RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 RAY_local_gc_min_interval_s=600 FORWARDED_ALLOW_IPS= RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1
+# HAProxy started through serve-inference-haproxy, which tells the ingress each client's address.
+HAPROXY_ENV := RAY_SERVE_HAPROXY_BINARY_PATH=$(CURDIR)/$(BIN)/serve-inference-haproxy
+SERVE_CONFIG ?= serve_config.yaml
 
 serve: install
-	$(SERVE_ENV) $(BIN)/serve run serve_config.yaml
+	@$(BIN)/python scripts/check_port.py $(SERVE_CONFIG)
+	$(SERVE_ENV) $(HAPROXY_ENV) $(BIN)/serve run $(SERVE_CONFIG)
 
 lint: install
 	$(BIN)/ruff check .
@@ -48,16 +57,16 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 bench: install
-	$(SERVE_ENV) $(BIN)/python -m benchmarks.standard $(BENCH_ARGS)
+	$(SERVE_ENV) $(HAPROXY_ENV) $(BIN)/python -m benchmarks.standard $(BENCH_ARGS)
 
 # Queries and passages mixed: passes grouped by length against one padded pass per batch.
 bench-lengths: install
-	$(SERVE_ENV) $(BIN)/python -m benchmarks.lengths $(BENCH_ARGS)
+	$(SERVE_ENV) $(HAPROXY_ENV) $(BIN)/python -m benchmarks.lengths $(BENCH_ARGS)
 
 bench-generation: install
-	$(SERVE_ENV) $(BIN)/python -m benchmarks.generation_batching $(BENCH_ARGS)
+	$(SERVE_ENV) $(HAPROXY_ENV) $(BIN)/python -m benchmarks.generation_batching $(BENCH_ARGS)
 
 # By hand, not CI: 10 minutes at 60% of capacity, memory of every service process sampled
 # (SOAK_S=60 for a smoke; SOAK_ARGS=--overload adds the overload test).
 soak: install
-	$(SERVE_ENV) scripts/soak.sh $(SOAK_ARGS)
+	$(SERVE_ENV) $(HAPROXY_ENV) scripts/soak.sh $(SOAK_ARGS)

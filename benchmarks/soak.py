@@ -1,5 +1,7 @@
 """Soak: open-loop load at a fixed rate for a long time, sampling the RSS of
-every service process as it goes, then reporting memory growth and latency drift.
+every service process as it goes, then reporting memory growth and latency drift, and a
+verdict (`verdict.json`, exit status 1 when it fails): no failed request, and no process whose
+memory still grows in the later half of the run faster than `--max-slope-mib-per-min`.
 
     python -m benchmarks.soak --duration-s 600 --rate-rps 20
     python -m benchmarks.soak --url http://127.0.0.1:8000 --service-pid PID --rate-rps 20
@@ -57,6 +59,27 @@ class ProcessGrowth:
 
 
 @dataclass(frozen=True)
+class ProcessSlope:
+    pid: int
+    label: str
+    slope_mib_per_min: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the soak passed, and everything it was judged on."""
+
+    passed: bool
+    reasons: list[str]
+    requests: int
+    failed_requests: int
+    errors_by_status: dict[str, int]
+    judged_from_s: float
+    max_slope_mib_per_min: float
+    slopes: list[ProcessSlope]
+
+
+@dataclass(frozen=True)
 class SoakReport:
     stats: RunStats
     windows: list[WindowStats]
@@ -94,6 +117,62 @@ def process_growth(samples: Sequence[RssSample]) -> list[ProcessGrowth]:
         for pid in first
     ]
     return sorted(growth, key=lambda g: -g.growth_mib)
+
+
+def process_slopes(samples: Sequence[RssSample]) -> list[ProcessSlope]:
+    """Each process's RSS trend over `samples` (processes seen at least twice), steepest first."""
+    points: dict[int, list[tuple[float, float]]] = {}
+    labels: dict[int, str] = {}
+    for sample in samples:
+        for proc in sample.processes:
+            points.setdefault(proc.pid, []).append((sample.t_s, proc.rss_bytes / _MIB))
+            labels[proc.pid] = proc.label
+    slopes = []
+    for pid, series in points.items():
+        slope_per_s = linear_slope([t for t, _ in series], [mib for _, mib in series])
+        if slope_per_s is not None:
+            slopes.append(ProcessSlope(pid, labels[pid], slope_per_s * 60))
+    return sorted(slopes, key=lambda s: -s.slope_mib_per_min)
+
+
+def judge(
+    record: RunRecord,
+    samples: Sequence[RssSample],
+    duration_s: float,
+    warmup_s: float,
+    max_slope_mib_per_min: float,
+) -> Verdict:
+    """Every request answered with 2xx, and memory levelled off: each process's slope over the
+    later half of the run (after the warm-up), when caches and pools have filled, within
+    `max_slope_mib_per_min`."""
+    judged_from_s = max(warmup_s, duration_s / 2)
+    slopes = process_slopes([s for s in samples if s.t_s >= judged_from_s])
+    failed = [status for status in record.status if not 200 <= status < 300]
+    errors: dict[str, int] = {}
+    for status in failed:
+        errors[str(status)] = errors.get(str(status), 0) + 1
+    reasons = []
+    if not record.status:
+        reasons.append("no request was sent")
+    if failed:
+        reasons.append(f"{len(failed)} of {len(record.status)} requests failed: {errors}")
+    if samples and not slopes:
+        reasons.append("too few memory samples in the later half to judge growth")
+    reasons += [
+        f"pid {s.pid} ({s.label[:60]}) still grows {s.slope_mib_per_min:+.2f} MiB/min"
+        for s in slopes
+        if s.slope_mib_per_min > max_slope_mib_per_min
+    ]
+    return Verdict(
+        passed=not reasons,
+        reasons=reasons,
+        requests=len(record.status),
+        failed_requests=len(failed),
+        errors_by_status=errors,
+        judged_from_s=judged_from_s,
+        max_slope_mib_per_min=max_slope_mib_per_min,
+        slopes=slopes,
+    )
 
 
 def analyse(
@@ -178,6 +257,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--ready-timeout-s", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-slope-mib-per-min",
+        type=float,
+        default=2.0,
+        help="fail when a process's RSS grows faster than this in the later half of the run",
+    )
     return parser.parse_args(argv)
 
 
@@ -199,11 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             soak(target, shape, Bounds(args.duration_s), root_pid, args.sample_every_s)
         )
     result = analyse(record, samples, args.warmup_s, args.window_s)
+    verdict = judge(record, samples, args.duration_s, args.warmup_s, args.max_slope_mib_per_min)
     report.write_json(out_dir / "soak.json", {"args": vars(args), "report": asdict(result)})
+    report.write_json(out_dir / "verdict.json", asdict(verdict))
     _plot(result, out_dir)
     _print_summary(result, args.duration_s, args.rate_rps)
+    print(("PASS" if verdict.passed else "FAIL: " + "; ".join(verdict.reasons)), flush=True)
     print(f"results: {out_dir}")
-    return 0
+    return 0 if verdict.passed else 1
 
 
 def _plot(result: SoakReport, out_dir: Path) -> None:

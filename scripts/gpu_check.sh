@@ -47,7 +47,7 @@ if [[ -d .gpu_stage ]] && ! "$PYTHON" -c "import ray" 2> /dev/null; then
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Ray as `make serve` starts it (the Makefile's SERVE_ENV).
-export RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 RAY_local_gc_min_interval_s=600
+export RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 RAY_local_gc_min_interval_s=600 FORWARDED_ALLOW_IPS= RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE=1
 
 nvidia-smi > "$OUT_DIR/nvidia-smi.txt" 2>&1 || echo "nvidia-smi unavailable" >&2
 status=0

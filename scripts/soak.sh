@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Soak, by hand (not CI): `serve run serve_config.yaml` on a free loopback port, its capacity
+# Soak (`make soak`): `serve run serve_config.yaml` on a free loopback port, its capacity
 # measured (closed loop, single-text embeddings), then open-loop load at ~60% of it for
 # SOAK_S seconds while the RSS of every process of the service's session (serve run, Ray's
-# GCS, raylet, proxy, controller, every replica) is sampled; growth per process and the total's
-# slope are printed and written with plots to OUT_DIR (benchmarks/results/, git-ignored).
+# GCS, raylet, HAProxy, controller, every replica) is sampled; growth per process and the
+# total's slope are printed and written with plots to OUT_DIR (benchmarks/results/,
+# git-ignored), with the verdict in OUT_DIR/verdict.json. Exits 1 when the soak fails: a
+# request not answered with 2xx, or a process still growing faster than MAX_SLOPE MiB/min in
+# the later half of the run.
 #
 #   scripts/soak.sh                      10 minutes (SOAK_S=600)
 #   SOAK_S=60 scripts/soak.sh            a one-minute smoke
 #   scripts/soak.sh --overload           then the overload test with a 30 s spike
 #                                        (tests/integration/test_overload.py, OVERLOAD_SPIKE_S)
 #
-# Environment: SOAK_S, SOAK_FRACTION (0.6), CAPACITY_S (20), CONFIG (serve_config.yaml),
-# OUT_DIR, PYTHON. Loads go to 127.0.0.1 only; processes are ended by session id, never by name.
+# Environment: SOAK_S, SOAK_FRACTION (0.6), CAPACITY_S (20), SOAK_RATE (req/s; skips the
+# capacity run), MAX_SLOPE (2.0), CONFIG (serve_config.yaml), OUT_DIR, PYTHON. Loads go to
+# 127.0.0.1 only; processes are ended by session id, never by name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +27,9 @@ SOAK_S="${SOAK_S:-600}"
 OUT_DIR="${OUT_DIR:-benchmarks/results/soak-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT_DIR"
 
+status=0
 "$PYTHON" - "$SOAK_S" "$OUT_DIR" "${CONFIG:-serve_config.yaml}" \
-  "${SOAK_FRACTION:-0.6}" "${CAPACITY_S:-20}" <<'PY'
+  "${SOAK_FRACTION:-0.6}" "${CAPACITY_S:-20}" "${SOAK_RATE:-}" "${MAX_SLOPE:-2.0}" <<'PY' || status=$?
 import sys
 from pathlib import Path
 
@@ -36,17 +41,22 @@ from benchmarks.stats import summarize
 
 soak_s, out_dir, config = float(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 fraction, capacity_s = float(sys.argv[4]), float(sys.argv[5])
+fixed_rate, max_slope = sys.argv[6], sys.argv[7]
 handle = start_serve_run(config, free_port(), log_path=out_dir / "serve_run.log")
 try:
     wait_ready(handle.url, 600, handle)
-    # Distinct texts (seed 99, unlike the soak's), so the embedding cache does not flatter it.
-    target = Target.from_request_set(handle.url, embedding_bodies(make_texts(20_000, 99), 1))
-    record = run_load(target, ClosedLoop(32), Bounds(capacity_s + 5), progress=False)
-    capacity_rps = summarize(record, 1, warmup_s=5).throughput_rps
-    rate_rps = round(fraction * capacity_rps, 1)
-    print(f"capacity {capacity_rps:.1f} req/s; soaking {soak_s:.0f} s at {rate_rps} req/s")
+    if fixed_rate:
+        rate_rps = float(fixed_rate)
+    else:
+        # Distinct texts (seed 99, unlike the soak's), so the embedding cache does not flatter it.
+        target = Target.from_request_set(handle.url, embedding_bodies(make_texts(20_000, 99), 1))
+        record = run_load(target, ClosedLoop(32), Bounds(capacity_s + 5), progress=False)
+        capacity_rps = summarize(record, 1, warmup_s=5).throughput_rps
+        rate_rps = round(fraction * capacity_rps, 1)
+        print(f"capacity {capacity_rps:.1f} req/s")
+    print(f"soaking {soak_s:.0f} s at {rate_rps} req/s")
     warmup_s = min(30.0, soak_s / 6)
-    soak.main(
+    verdict = soak.main(
         [
             "--url", handle.url,
             "--service-pid", str(handle.pid),
@@ -56,13 +66,16 @@ try:
             "--window-s", str(min(60.0, soak_s / 6)),
             "--sample-every-s", str(min(10.0, soak_s / 12)),
             "--out", str(out_dir),
+            "--max-slope-mib-per-min", max_slope,
         ]
     )
 finally:
     stop(handle)
+sys.exit(verdict)
 PY
 
 if [[ "${1:-}" == "--overload" ]]; then
   OVERLOAD_SPIKE_S="${OVERLOAD_SPIKE_S:-30}" "$PYTHON" -m pytest -s -q \
-    tests/integration/test_overload.py 2>&1 | tee "$OUT_DIR/overload.log"
+    tests/integration/test_overload.py 2>&1 | tee "$OUT_DIR/overload.log" || status=$?
 fi
+exit "$status"

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 
-import orjson
 from fastapi import FastAPI, Request
-from starlette.responses import Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.responses import Response
 
-from serve_app.auth import KeyStore
+from serve_app.auth import FailedAuthLimit, KeyStore
 from serve_app.body import json_response, openapi_body, parse_json_body
 from serve_app.cached_embeddings import CachedEmbedder
 from serve_app.chat_route import chat
 from serve_app.classify_route import ClassifyRequest, classify_response
+from serve_app.client_address import ClientAddresses
 from serve_app.completions_route import complete
 from serve_app.config import AppArgs
-from serve_app.deadline import TIMEOUT_HEADER, timeout_from_header, within
+from serve_app.deadline import Deadline
 from serve_app.embedding_cache import EmbeddingCache
 from serve_app.embeddings_route import check_options, embedding_response
 from serve_app.errors import install_error_handlers
@@ -27,11 +27,12 @@ from serve_app.fallback import FALLBACK_HEADER, FallbackRouter
 from serve_app.gateway_middleware import GatewayMiddleware
 from serve_app.generation_schemas import ChatCompletionRequest, CompletionRequest
 from serve_app.metrics import IngressMetrics
-from serve_app.rate_limit import RateLimiter
+from serve_app.model_cards import ModelCards
+from serve_app.rate_limit import RateLimiter, TokenMeter
 from serve_app.registry import ModelRegistry, ServedModel
 from serve_app.schemas import EmbeddingRequest
 
-READY_TIMEOUT_S = 2.0
+ModelT = TypeVar("ModelT", bound=BaseModel)
 logger = logging.getLogger("ray.serve")
 
 
@@ -43,8 +44,10 @@ def build_api(
     echo_request_id: bool = True,
     replica_count: Callable[[], int] = lambda: 1,
     environ: dict[str, str] | None = None,
+    behind_haproxy: bool = False,
 ) -> FastAPI:
-    """The app; the ingress passes Ray's metrics and replica count, tests pass nothing."""
+    """The app; the ingress passes Ray's metrics, replica count and proxy mode, tests pass
+    nothing (`behind_haproxy`: client addresses come from the header our HAProxy sets)."""
     api = FastAPI(
         title="serve-inference",
         description="OpenAI-compatible inference API for Hugging Face models on Ray Serve.",
@@ -59,7 +62,10 @@ def build_api(
     api.add_middleware(
         GatewayMiddleware,
         keys=keys,
+        auth_limit=FailedAuthLimit(gateway.auth),
         limiter=RateLimiter(gateway.rate_limits, replica_count),
+        addresses=ClientAddresses(gateway.trusted_proxies, behind_haproxy),
+        request_timeout_s=gateway.request_timeout_s,
         metrics=metrics,
         echo_request_id=echo_request_id,
     )
@@ -70,18 +76,21 @@ def build_api(
         on_fallback=metrics.count_fallback if metrics is not None else _ignore_fallback,
     )
 
-    def deadline_s(request: Request) -> float:
-        return timeout_from_header(
-            request.headers.get(TIMEOUT_HEADER),
-            gateway.request_timeout_s,
-            gateway.max_request_timeout_s,
+    cards = ModelCards(registry.all())
+
+    async def read(request: Request, schema: type[ModelT]) -> ModelT:
+        """The body, read under the request's deadline (the gateway started it on arrival)."""
+        deadline: Deadline = request.state.deadline
+        return await deadline.read_body(
+            parse_json_body(request, schema, args.max_request_body_bytes)
         )
 
     async def answer(
         request: Request, model: ServedModel, call: Callable[[ServedModel], Awaitable[Response]]
     ) -> Response:
         """Run `call` within the request's deadline, on `model` or its fallback."""
-        response, routed = await within(deadline_s(request), router.call(model, call))
+        deadline: Deadline = request.state.deadline
+        response, routed = await deadline.run(router.call(model, call))
         request.state.model = routed.model.name
         if routed.fallback_reason is not None:
             response.headers[FALLBACK_HEADER] = model.name
@@ -94,15 +103,15 @@ def build_api(
 
     @api.get("/readyz")
     async def readyz() -> Response:
-        cards = await _describe_all(registry)
-        waiting = [name for name, card in cards.items() if card is None]
+        ready = await cards.get()
+        waiting = [name for name, card in ready.items() if card is None]
         if waiting:
             return json_response({"status": "waiting", "waiting_for": waiting}, status_code=503)
-        return json_response({"status": "ready", "models": sorted(cards)})
+        return json_response({"status": "ready", "models": sorted(ready)})
 
     @api.get("/v1/models")
     async def list_models() -> Response:
-        cards = await _describe_all(registry)
+        described = await cards.get()
         data = [
             {
                 "id": model.name,
@@ -110,8 +119,8 @@ def build_api(
                 "created": started_at,
                 "owned_by": "serve-inference",
                 "task": model.task,
-                "ready": cards[model.name] is not None,
-                **(cards[model.name] or {}),
+                "ready": described[model.name] is not None,
+                **(described[model.name] or {}),
             }
             for model in registry.all()
         ]
@@ -120,41 +129,42 @@ def build_api(
 
     @api.post("/v1/embeddings", openapi_extra=openapi_body(EmbeddingRequest))
     async def create_embeddings(request: Request) -> Response:
-        payload = await parse_json_body(request, EmbeddingRequest, args.max_request_body_bytes)
+        payload = await read(request, EmbeddingRequest)
         model = registry.resolve(payload.model, "embedding")
         check_options(payload, model)
         texts = payload.texts()
+        meter: TokenMeter = request.state.meter
 
         async def call(served: ServedModel) -> Response:
             batch = await embedder.embed(served, texts)
-            request.state.tokens = sum(batch.token_counts)
+            meter.charge(int(sum(batch.token_counts)))
             return json_response(embedding_response(payload, served.name, batch))
 
         return await answer(request, model, call)
 
     @api.post("/v1/completions", openapi_extra=openapi_body(CompletionRequest))
     async def create_completion(request: Request) -> Response:
-        payload = await parse_json_body(request, CompletionRequest, args.max_request_body_bytes)
+        payload = await read(request, CompletionRequest)
         model = registry.resolve(payload.model, "generation")
-        response = await answer(request, model, lambda served: complete(payload, served))
-        request.state.tokens = _usage_tokens(response)
-        return response
+        limits = (request.state.deadline, request.state.meter)
+        return await answer(request, model, lambda served: complete(payload, served, *limits))
 
     @api.post("/v1/chat/completions", openapi_extra=openapi_body(ChatCompletionRequest))
     async def create_chat_completion(request: Request) -> Response:
-        payload = await parse_json_body(request, ChatCompletionRequest, args.max_request_body_bytes)
+        payload = await read(request, ChatCompletionRequest)
         model = registry.resolve(payload.model, "generation")
-        response = await answer(request, model, lambda served: chat(payload, served))
-        request.state.tokens = _usage_tokens(response)
-        return response
+        limits = (request.state.deadline, request.state.meter)
+        return await answer(request, model, lambda served: chat(payload, served, *limits))
 
     @api.post("/v1/classify", openapi_extra=openapi_body(ClassifyRequest))
     async def create_classification(request: Request) -> Response:
-        payload = await parse_json_body(request, ClassifyRequest, args.max_request_body_bytes)
+        payload = await read(request, ClassifyRequest)
         model = registry.resolve(payload.model, "classification")
+        meter: TokenMeter = request.state.meter
 
         async def call(served: ServedModel) -> Response:
             results = await served.backend.classify(payload.texts())
+            meter.charge(sum(result.tokens for result in results))
             return json_response(classify_response(served.name, results))
 
         return await answer(request, model, call)
@@ -164,18 +174,3 @@ def build_api(
 
 def _ignore_fallback(model: str, fallback: str, reason: str) -> None:
     return None
-
-
-def _usage_tokens(response: Response) -> int:
-    """Total tokens of a JSON completion (0 for a stream: its usage is known only at the end)."""
-    if isinstance(response, StreamingResponse):
-        return 0
-    usage = orjson.loads(response.body).get("usage") or {}
-    return int(usage.get("total_tokens", 0))
-
-
-async def _describe_all(registry: ModelRegistry) -> dict[str, dict[str, Any] | None]:
-    """Each model's self-description, or None where it did not answer in time."""
-    models = registry.all()
-    answers = await asyncio.gather(*(m.backend.describe(READY_TIMEOUT_S) for m in models))
-    return {model.name: answer for model, answer in zip(models, answers, strict=True)}

@@ -1,20 +1,49 @@
 """API keys: read from the environment or a file, kept only as SHA-256 hashes, compared in
-constant time. With no keys configured the service is open (and says so at start)."""
+constant time. With no keys configured the service is open (and says so at start).
+
+Failed authentications are limited per client address: past a burst, an address is refused with
+429 without its key being tried, except for keys it has already used successfully, so a guesser
+is slowed down and the clients that share its address keep working.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
-from dataclasses import dataclass
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.errors import AuthenticationFailed
+from serve_app.errors import AuthenticationFailed, RateLimited
 from serve_app.gateway_config import AuthConfig
+from serve_app.rate_limit import RecentCallers, TokenBucket
+
+# A '#' at the start of a line or after whitespace starts a comment; one inside a key is refused.
+_COMMENT = re.compile(r"(^|\s)#.*$")
+# Keys travel in an HTTP header: printable ASCII without spaces.
+_KEY = re.compile(r"^[\x21-\x7e]+$")
+KNOWN_KEYS_PER_ADDRESS = 4
 
 
 def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8")).digest()
+    return hashlib.sha256(key.encode("ascii")).digest()
+
+
+def _checked(key: str, where: str) -> str:
+    if "#" in key:
+        raise ValueError(
+            f"auth: {where}: a key contains '#'; put comments on their own line or after a space"
+        )
+    if not _KEY.match(key):
+        raise ValueError(
+            f"auth: {where}: a key must be printable ASCII without spaces (it is sent in the "
+            "Authorization header); this one could never match"
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -26,21 +55,28 @@ class Caller:
 
 class KeyStore:
     def __init__(self, keys: list[str]) -> None:
-        self._digests = [_digest(key) for key in keys]
+        self._digests = [_digest(_checked(key, "a configured key")) for key in keys]
 
     @classmethod
     def from_config(cls, config: AuthConfig, environ: dict[str, str] | None = None) -> KeyStore:
+        """The configured keys; ValueError naming the place of a key that could never match."""
         environ = dict(os.environ) if environ is None else environ
         keys: list[str] = []
         if config.api_keys_env:
-            keys += [k.strip() for k in environ.get(config.api_keys_env, "").split(",")]
+            values = environ.get(config.api_keys_env, "").split(",")
+            for number, value in enumerate(values, start=1):
+                if value.strip():
+                    where = f"key {number} of ${config.api_keys_env}"
+                    keys.append(_checked(value.strip(), where))
         if config.api_keys_file:
             path = Path(config.api_keys_file).expanduser()
             if not path.is_file():
                 raise ValueError(f"auth.api_keys_file: {path} does not exist")
-            for line in path.read_text().splitlines():
-                keys.append(line.split("#", 1)[0].strip())
-        return cls([key for key in keys if key])
+            for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
+                key = _COMMENT.sub("", line).strip()
+                if key:
+                    keys.append(_checked(key, f"{path} line {number}"))
+        return cls(keys)
 
     @property
     def enabled(self) -> bool:
@@ -55,6 +91,8 @@ class KeyStore:
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise AuthenticationFailed("The Authorization header must be 'Bearer <key>'.")
+        if not key.strip().isascii():
+            raise AuthenticationFailed("Incorrect API key provided.")
         presented = _digest(key.strip())
         # Compare with every stored digest, no early exit: timing says nothing about which.
         matched: bytes | None = None
@@ -64,3 +102,49 @@ class KeyStore:
         if matched is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         return Caller(key_id="key-" + matched.hex()[:12])
+
+
+@dataclass
+class _AddressRecord:
+    failures: TokenBucket
+    known_keys: list[str] = field(default_factory=list)
+
+
+class FailedAuthLimit:
+    """Per client address: a bucket of failed attempts, and the keys it authenticated with."""
+
+    def __init__(self, config: AuthConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        rate_per_s = config.failed_attempts_per_min / 60.0
+        self._addresses = RecentCallers(
+            lambda: _AddressRecord(
+                TokenBucket(rate_per_s, config.failed_attempts_burst, self._clock())
+            )
+        )
+
+    def authenticate(self, keys: KeyStore, authorization: str | None, address: str) -> Caller:
+        """`keys.authenticate`, refused with 429 for an address past its failed attempts."""
+        record = self._addresses.get(address)
+        now_s = self._clock()
+        blocked = record.failures.remaining(now_s) < 1
+        try:
+            caller = keys.authenticate(authorization)
+        except AuthenticationFailed:
+            if blocked:
+                raise self._refused(record, now_s) from None
+            record.failures.take(1, now_s)
+            raise
+        if blocked and caller.key_id not in record.known_keys:
+            raise self._refused(record, now_s)
+        if caller.key_id not in record.known_keys:
+            record.known_keys = [*record.known_keys, caller.key_id][-KNOWN_KEYS_PER_ADDRESS:]
+        return caller
+
+    @staticmethod
+    def _refused(record: _AddressRecord, now_s: float) -> RateLimited:
+        wait_s = (1 - record.failures.tokens) / record.failures.rate_per_s
+        return RateLimited(
+            f"Too many failed authentications from this address; retry in {wait_s:.0f} s.",
+            code="too_many_failed_authentications",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )

@@ -19,6 +19,7 @@ from deployments.generation_types import (
     GenerationResult,
 )
 from serve_app.body import json_response
+from serve_app.deadline import Deadline
 from serve_app.generation_params import (
     StreamEnvelope,
     check_supported,
@@ -29,18 +30,25 @@ from serve_app.generation_params import (
     usage,
 )
 from serve_app.generation_schemas import ChatCompletionRequest
+from serve_app.generation_stream import open_generation_stream
+from serve_app.rate_limit import TokenMeter
 from serve_app.registry import ServedModel
-from serve_app.sse import open_stream, sse_response
+from serve_app.sse import sse_response
 
 
-async def chat(payload: ChatCompletionRequest, model: ServedModel) -> Response:
+async def chat(
+    payload: ChatCompletionRequest, model: ServedModel, deadline: Deadline, meter: TokenMeter
+) -> Response:
+    """The chat completion; its tokens are charged to `meter`, a stream's as they come."""
     check_supported(payload)
     completion_id = new_id("chatcmpl")
     request = generation_request(payload, model, completion_id)
     if payload.stream:
-        chunks = await open_stream(model.backend.stream(request))
+        stream = model.backend.stream(request)
+        chunks = await open_generation_stream(stream, deadline, meter)
         return sse_response(stream_events(payload, model.name, completion_id, chunks))
     result = await model.backend.generate(request)
+    meter.charge(result.prompt_tokens + result.completion_tokens)
     return json_response(chat_body(model.name, completion_id, result))
 
 

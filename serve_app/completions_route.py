@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from deployments.generation_types import GenerationChunk, GenerationRequest, GenerationResult
 from serve_app.body import json_response
+from serve_app.deadline import Deadline
 from serve_app.errors import InvalidRequest
 from serve_app.generation_params import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
@@ -23,11 +24,16 @@ from serve_app.generation_params import (
     usage,
 )
 from serve_app.generation_schemas import CompletionRequest
+from serve_app.generation_stream import open_generation_stream
+from serve_app.rate_limit import TokenMeter
 from serve_app.registry import ServedModel
-from serve_app.sse import open_stream, sse_response
+from serve_app.sse import sse_response
 
 
-async def complete(payload: CompletionRequest, model: ServedModel) -> Response:
+async def complete(
+    payload: CompletionRequest, model: ServedModel, deadline: Deadline, meter: TokenMeter
+) -> Response:
+    """The completion; its tokens are charged to `meter`, a stream's as they come."""
     check_supported(payload)
     prompts = payload.prompts()
     if payload.stream and len(prompts) > 1:
@@ -35,9 +41,11 @@ async def complete(payload: CompletionRequest, model: ServedModel) -> Response:
     completion_id = new_id("cmpl")
     requests = generation_requests(payload, model, completion_id)
     if payload.stream:
-        chunks = await open_stream(model.backend.stream(requests[0]))
+        stream = model.backend.stream(requests[0])
+        chunks = await open_generation_stream(stream, deadline, meter)
         return sse_response(stream_events(payload, model.name, completion_id, chunks))
     results = await asyncio.gather(*(model.backend.generate(r) for r in requests))
+    meter.charge(sum(r.prompt_tokens + r.completion_tokens for r in results))
     return json_response(completion_body(model.name, completion_id, results))
 
 

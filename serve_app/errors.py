@@ -121,6 +121,14 @@ class DeadlineExceeded(APIError):
     default_code = "deadline_exceeded"
 
 
+class RequestTimeout(APIError):
+    """The client did not finish sending its request in time."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class InternalError(APIError):
     status_code = 500
     error_type = "server_error"

@@ -1,8 +1,10 @@
-"""The gateway part of `args`: API keys, rate limits, time limits and the embedding cache."""
+"""The gateway part of `args`: API keys, rate limits, time limits, client addresses, cache."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ipaddress import IPv4Network, IPv6Network
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Section(BaseModel):
@@ -16,7 +18,17 @@ class AuthConfig(_Section):
         default=None, description="Environment variable holding comma-separated API keys."
     )
     api_keys_file: str | None = Field(
-        default=None, description="File with one API key per line ('#' starts a comment)."
+        default=None,
+        description="File with one API key per line; lines starting with '#' are comments.",
+    )
+    failed_attempts_burst: int = Field(
+        default=10,
+        ge=1,
+        description="Failed authentications one client address may make before it is refused "
+        "with 429 (keys it already used successfully still pass).",
+    )
+    failed_attempts_per_min: float = Field(
+        default=6.0, gt=0, description="How fast a client address earns back failed attempts."
     )
 
 
@@ -42,12 +54,11 @@ class GatewayConfig(_Section):
     request_timeout_s: float = Field(
         default=60.0,
         gt=0,
-        description="Default deadline; a client may ask for less with `x-request-timeout`.",
+        description="Each request's deadline, from arrival to its last byte (streams included); "
+        "a client may ask for less with `x-request-timeout`, never more.",
     )
-    max_request_timeout_s: float = Field(default=600.0, gt=0)
-
-    @model_validator(mode="after")
-    def _timeouts_ordered(self) -> GatewayConfig:
-        if self.request_timeout_s > self.max_request_timeout_s:
-            raise ValueError("request_timeout_s must not exceed max_request_timeout_s")
-        return self
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = Field(
+        default=(),
+        description="Addresses (CIDR) of proxies in front of the service whose "
+        "X-Forwarded-For is believed; the service's own HAProxy needs no entry.",
+    )

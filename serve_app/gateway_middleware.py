@@ -1,5 +1,6 @@
-"""One ASGI middleware for what every request goes through: request id, API key, rate limit,
-and the per-request metrics. Pure ASGI: it adds no task or copy per request."""
+"""One ASGI middleware for what every request goes through: request id, client address, deadline,
+API key, rate limit, the token meter and the per-request metrics. Pure ASGI: it adds no task or
+copy per request."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve_app.auth import Caller, KeyStore
+from serve_app.auth import Caller, FailedAuthLimit, KeyStore
+from serve_app.client_address import ClientAddresses
+from serve_app.deadline import TIMEOUT_HEADER, Deadline, timeout_from_header
 from serve_app.errors import APIError, error_response
 from serve_app.metrics import IngressMetrics
-from serve_app.rate_limit import RateLimiter
+from serve_app.rate_limit import RateLimiter, TokenMeter
 
 logger = logging.getLogger("ray.serve")
 
@@ -48,21 +51,28 @@ def route_path(scope: Scope) -> str:
 class GatewayMiddleware:
     """`/v1/*` needs a key when keys are configured; `/healthz`, `/readyz` and docs stay open.
 
-    Routes report what they learn through `scope["state"]`: `model` (the model that answered)
-    and `tokens` (charged to the caller's tokens-per-minute bucket after the response).
+    For `/v1/*` it leaves in `scope["state"]`: `deadline` (started at arrival), `caller` and
+    `meter` (routes charge the tokens they use to it, streams while they run). Routes report the
+    model that answered as `model`.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         keys: KeyStore,
+        auth_limit: FailedAuthLimit,
         limiter: RateLimiter,
+        addresses: ClientAddresses,
+        request_timeout_s: float,
         metrics: IngressMetrics | None,
         echo_request_id: bool,
     ) -> None:
         self.app = app
         self.keys = keys
+        self.auth_limit = auth_limit
         self.limiter = limiter
+        self.addresses = addresses
+        self.request_timeout_s = request_timeout_s
         self.metrics = metrics
         # Serve's own proxy echoes x-request-id; outside Serve this middleware does.
         self.echo_request_id = echo_request_id
@@ -89,13 +99,19 @@ class GatewayMiddleware:
             await send(message)
 
         path = route_path(scope)
-        caller: Caller | None = None
+        meter: TokenMeter | None = None
         try:
             if path.startswith(PROTECTED_PREFIX):
+                state["deadline"] = Deadline.starting_now(
+                    timeout_from_header(
+                        _header(scope, TIMEOUT_HEADER.encode()), self.request_timeout_s
+                    )
+                )
                 caller = self._caller(scope)
                 state["caller"] = caller
                 limit_headers = self.limiter.admit(caller.key_id)
                 extra_headers += [(k.encode(), v.encode()) for k, v in limit_headers.items()]
+                meter = state["meter"] = self.limiter.meter(caller.key_id)
         except APIError as error:
             if self.metrics is not None:
                 self.metrics.count_rejection("-", error.default_code or "refused")
@@ -103,24 +119,28 @@ class GatewayMiddleware:
         else:
             await self.app(scope, receive, send_with_headers)
         finally:
-            self._after(path, state, caller, status[0], time.perf_counter() - started_s)
+            self._after(path, state, meter, status[0], time.perf_counter() - started_s)
 
     def _caller(self, scope: Scope) -> Caller:
+        address = self.addresses.of(scope)
         if self.keys.enabled:
-            return self.keys.authenticate(_header(scope, b"authorization"))
-        client = scope.get("client") or ("unknown", 0)
-        return Caller(key_id=f"ip-{client[0]}")
+            return self.auth_limit.authenticate(
+                self.keys, _header(scope, b"authorization"), address
+            )
+        return Caller(key_id=f"ip-{address}")
 
     def _after(
-        self, path: str, state: dict[str, Any], caller: Caller | None, status: int, took_s: float
+        self,
+        path: str,
+        state: dict[str, Any],
+        meter: TokenMeter | None,
+        status: int,
+        took_s: float,
     ) -> None:
-        tokens = int(state.get("tokens", 0))
-        if caller is not None and tokens:
-            self.limiter.charge_tokens(caller.key_id, tokens)
         if self.metrics is not None and path.startswith(PROTECTED_PREFIX):
             model = str(state.get("model", "-"))
             route = path if path in KNOWN_ROUTES else "other"
             self.metrics.observe_request(model, route, status, took_s)
-            self.metrics.count_tokens(model, "in", tokens)
+            self.metrics.count_tokens(model, "in", meter.charged if meter is not None else 0)
             if status in (429, 503, 504):
                 self.metrics.count_rejection(model, str(status))

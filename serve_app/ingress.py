@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from fastapi import FastAPI
@@ -12,10 +13,11 @@ from serve_app.api import build_api
 from serve_app.backends import HandleBackend
 from serve_app.coalescer import EmbeddingCoalescer
 from serve_app.config import AppArgs
+from serve_app.haproxy_wrapper import BINARY_ENV, is_wrapper
 from serve_app.metrics import IngressMetrics
 from serve_app.registry import ModelRegistry, ServedModel
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("ray.serve")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1024)
@@ -38,9 +40,27 @@ class Ingress:
             metrics=IngressMetrics(),
             echo_request_id=False,  # Serve's proxy (or HAProxy) already echoes x-request-id
             replica_count=_ingress_replica_count,
+            behind_haproxy=_behind_our_haproxy(),
         )
 
 
 def _ingress_replica_count() -> int:
     """How many ingress replicas share the rate limits (each enforces its share)."""
     return max(1, serve.get_replica_context().world_size)
+
+
+def _behind_our_haproxy() -> bool:
+    """Whether requests reach this replica through HAProxy started as serve-inference-haproxy,
+    which writes each client's address into a header; without it, HAProxy's own address is all
+    the replica can know, and every client shares the per-address limits."""
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+        return False
+    if is_wrapper(os.environ.get(BINARY_ENV)):
+        return True
+    logger.warning(
+        "HAProxy runs without serve-inference-haproxy, so client addresses are unknown: "
+        "per-address limits see every client as HAProxy. Set %s to the serve-inference-haproxy "
+        "executable (make serve does).",
+        BINARY_ENV,
+    )
+    return False

@@ -12,11 +12,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from serve_app.errors import RateLimited
 from serve_app.gateway_config import RateLimitConfig
 
 MAX_TRACKED_CALLERS = 100_000
+V = TypeVar("V")
 
 
 class TokenBucket:
@@ -54,6 +56,29 @@ class TokenBucket:
         return (self.capacity - self.tokens) / self.rate_per_s
 
 
+class RecentCallers(Generic[V]):
+    """State per caller for the `MAX_TRACKED_CALLERS` most recently seen; older ones are
+    forgotten (and start afresh), so a flood of new addresses cannot grow memory."""
+
+    def __init__(self, new: Callable[[], V]) -> None:
+        self._new = new
+        self._capacity = MAX_TRACKED_CALLERS
+        self._entries: OrderedDict[str, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, caller: str) -> V:
+        entry = self._entries.get(caller)
+        if entry is None:
+            entry = self._entries[caller] = self._new()
+            if len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(caller)
+        return entry
+
+
 @dataclass
 class _CallerBuckets:
     requests: TokenBucket | None
@@ -74,25 +99,16 @@ class RateLimiter:
         self._config = config
         self._replica_count = replica_count
         self._clock = clock
-        self._callers: OrderedDict[str, _CallerBuckets] = OrderedDict()
+        self._callers = RecentCallers(self._new_buckets)
 
     @property
     def enabled(self) -> bool:
         return self._config.requests_per_s > 0 or self._config.tokens_per_min > 0
 
-    def _buckets(self, caller: str, now_s: float) -> _CallerBuckets:
-        buckets = self._callers.get(caller)
-        if buckets is None:
-            share = max(1, self._replica_count())
-            buckets = _CallerBuckets(
-                self._request_bucket(share, now_s), self._token_bucket(share, now_s)
-            )
-            self._callers[caller] = buckets
-            if len(self._callers) > MAX_TRACKED_CALLERS:
-                self._callers.popitem(last=False)  # forget the least recently seen caller
-        else:
-            self._callers.move_to_end(caller)
-        return buckets
+    def _new_buckets(self) -> _CallerBuckets:
+        share = max(1, self._replica_count())
+        now_s = self._clock()
+        return _CallerBuckets(self._request_bucket(share, now_s), self._token_bucket(share, now_s))
 
     def _request_bucket(self, share: int, now_s: float) -> TokenBucket | None:
         rate_per_s = self._config.requests_per_s / share
@@ -115,7 +131,7 @@ class RateLimiter:
         if not self.enabled:
             return {}
         now_s = self._clock()
-        buckets = self._buckets(caller, now_s)
+        buckets = self._callers.get(caller)
         if buckets.tokens is not None and buckets.tokens.remaining(now_s) <= 0:
             # Admit again once the bucket is back to one whole token.
             wait_s = (1 - buckets.tokens.tokens) / buckets.tokens.rate_per_s
@@ -126,14 +142,20 @@ class RateLimiter:
                 raise self._limited("requests per second", wait_s, self.headers(buckets, now_s))
         return self.headers(buckets, now_s)
 
-    def charge_tokens(self, caller: str, tokens: int) -> None:
-        """Count the tokens a request used, known only after the model ran."""
+    def charge_tokens(self, caller: str, tokens: int) -> float | None:
+        """Count tokens a request used, known only as the model runs; returns what is left of
+        the caller's tokens-per-minute budget (negative once overspent), None without one."""
         if self._config.tokens_per_min <= 0:
-            return
+            return None
         now_s = self._clock()
-        bucket = self._buckets(caller, now_s).tokens
-        if bucket is not None:
-            bucket.charge(tokens, now_s)
+        bucket = self._callers.get(caller).tokens
+        if bucket is None:
+            return None
+        bucket.charge(tokens, now_s)
+        return bucket.tokens
+
+    def meter(self, caller: str) -> TokenMeter:
+        return TokenMeter(self, caller)
 
     @staticmethod
     def headers(buckets: _CallerBuckets, now_s: float) -> dict[str, str]:
@@ -150,3 +172,26 @@ class RateLimiter:
         error = RateLimited(f"Rate limit reached for {limit}; retry in {wait_s:.2f}s.")
         error.headers = {**headers, "Retry-After": str(max(1, math.ceil(wait_s)))}
         return error
+
+
+class TokenMeter:
+    """The tokens one request has used so far, charged to its caller as they are counted, so a
+    stream pays for its tokens while it runs and can be stopped once the budget is spent."""
+
+    def __init__(self, limiter: RateLimiter, caller: str) -> None:
+        self._limiter = limiter
+        self._caller = caller
+        self.charged = 0
+
+    def charge(self, tokens: int) -> bool:
+        """Charge `tokens` more; False when the caller has now spent more than its budget."""
+        if tokens <= 0:
+            return True
+        self.charged += tokens
+        left = self._limiter.charge_tokens(self._caller, tokens)
+        return left is None or left >= 0
+
+    def overspent(self) -> RateLimited:
+        return RateLimited(
+            "Rate limit reached for tokens per minute while streaming; the answer was cut."
+        )

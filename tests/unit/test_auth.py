@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from serve_app.auth import KeyStore
-from serve_app.errors import AuthenticationFailed
+from serve_app.auth import FailedAuthLimit, KeyStore
+from serve_app.errors import APIError, AuthenticationFailed
 from serve_app.gateway_config import AuthConfig
 
 
@@ -61,3 +61,56 @@ def test_no_keys_configured_means_open() -> None:
 def test_missing_key_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="api_keys_file"):
         KeyStore.from_config(AuthConfig(api_keys_file=str(tmp_path / "nope")), environ={})
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("sk-ab#cd", "contains '#'"),
+        ("sk-clé", "printable ASCII"),
+        ("sk-\u00a0x", "printable ASCII"),
+    ],
+)
+def test_a_key_file_line_that_could_never_match_is_refused_at_start_by_number(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text(f"# team keys\nsk-good\n{line}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=problem) as caught:
+        KeyStore.from_config(AuthConfig(api_keys_file=str(key_file)), environ={})
+    assert f"{key_file} line 3" in str(caught.value)
+
+
+def test_a_bad_key_in_the_environment_is_refused_by_position() -> None:
+    with pytest.raises(ValueError, match=r"key 2 of \$MY_KEYS") as caught:
+        KeyStore.from_config(AuthConfig(api_keys_env="MY_KEYS"), environ={"MY_KEYS": "sk-a,sk#b"})
+    assert "'#'" in str(caught.value)
+
+
+def test_a_non_ascii_presented_key_is_a_plain_401() -> None:
+    with pytest.raises(AuthenticationFailed):
+        store("sk-alpha").authenticate("Bearer sk-alphä")
+
+
+def test_failed_attempts_come_back_with_time() -> None:
+    now = [0.0]
+    limit = FailedAuthLimit(
+        AuthConfig(failed_attempts_burst=2, failed_attempts_per_min=60), clock=lambda: now[0]
+    )
+    keys = store("sk-alpha")
+
+    def status(key: str, address: str = "10.0.0.1") -> int:
+        try:
+            limit.authenticate(keys, f"Bearer {key}", address)
+        except APIError as error:
+            return error.status_code
+        return 200
+
+    assert [status("sk-x") for _ in range(3)] == [401, 401, 429]
+    assert status("sk-x", address="10.0.0.2") == 401  # another address has its own budget
+    assert status("sk-alpha") == 429  # never used from 10.0.0.1 before it was blocked
+    now[0] += 1.0  # one attempt per second comes back
+    assert status("sk-alpha") == 200
+    assert status("sk-x") == 401
+    assert status("sk-x") == 429
+    assert status("sk-alpha") == 200  # known from this address now

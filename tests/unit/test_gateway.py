@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ def client_for(
     backends: dict[str, Any] | None = None,
     specs: list[dict[str, Any]] | None = None,
     environ: dict[str, str] | None = None,
+    peer: tuple[str, int] = ("testclient", 50000),
 ) -> TestClient:
     spec_dicts = specs or [{"name": MODEL, "task": "embedding", "path": "/unused"}]
     backends = backends or {}
@@ -35,7 +37,7 @@ def client_for(
     ]
     args = AppArgs.model_validate({"models": spec_dicts, "gateway": gateway or {}})
     api = build_api(ModelRegistry(models), args, environ=environ or {})
-    return TestClient(api, raise_server_exceptions=False)
+    return TestClient(api, raise_server_exceptions=False, client=peer)
 
 
 def embed(client: TestClient, headers: dict[str, str] | None = None, text: str = "x") -> Any:
@@ -208,3 +210,128 @@ def test_a_deliberately_slow_primary_sheds_to_its_fallback_by_latency() -> None:
     assert answered_by[5:] == ["small"] * 3
     last = client.post("/v1/embeddings", json={"model": "big", "input": "again"})
     assert last.headers["x-fallback-reason"] == "latency"
+
+
+def test_a_client_cannot_lengthen_its_deadline() -> None:
+    slow = SlowBackend(delay_s=5)
+    client = client_for({"request_timeout_s": 0.2}, backends={MODEL: slow})
+    started = time.monotonic()
+    response = embed(client, {"x-request-timeout": "30"})
+    assert response.status_code == 504
+    assert "0.2 s" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 2.0
+
+
+def trickled_post(app: Any, body_parts: list[bytes], gap_s: float) -> tuple[int, Any, float]:
+    """POST /v1/embeddings straight into the ASGI app, its body sent in parts `gap_s` apart
+    (as a slow client sends it); returns the status, headers and seconds until the answer."""
+    declared = sum(len(part) for part in body_parts) + 1000  # never complete
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/embeddings",
+        "raw_path": b"/v1/embeddings",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(declared).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    parts = list(body_parts)
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(gap_s)
+        if parts:
+            return {"type": "http.request", "body": parts.pop(0), "more_body": True}
+        await asyncio.sleep(3600)  # the client never finishes
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        return time.monotonic() - started
+
+    took_s = asyncio.run(scenario())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], dict(start["headers"]), took_s
+
+
+def test_a_body_that_trickles_in_is_cut_at_the_deadline_with_408() -> None:
+    args = AppArgs.model_validate(
+        {
+            "models": [{"name": MODEL, "task": "embedding", "path": "/unused"}],
+            "gateway": {"request_timeout_s": 0.5},
+        }
+    )
+    api = build_api(ModelRegistry([ServedModel(args.models[0], FakeEmbeddingBackend())]), args)
+    status, headers, took_s = trickled_post(api, [b'{"model": "minilm", '] * 50, gap_s=0.1)
+    assert status == 408
+    assert headers[b"connection"] == b"close"
+    assert took_s < 2.0
+
+
+class CountingBackend(FakeEmbeddingBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.described = 0
+
+    async def describe(self, timeout_s: float) -> dict[str, Any] | None:
+        self.described += 1
+        await asyncio.sleep(0.01)
+        return await super().describe(timeout_s)
+
+
+def test_readiness_probes_share_one_recent_answer() -> None:
+    counting = CountingBackend()
+    client = client_for(backends={MODEL: counting})
+    started = time.monotonic()
+    for _ in range(20):
+        assert client.get("/readyz").json() == {"status": "ready", "models": [MODEL]}
+    if time.monotonic() - started < 0.9:
+        assert counting.described == 1
+    time.sleep(1.1)
+    client.get("/readyz")
+    assert counting.described >= 2
+
+
+def test_failed_authentications_are_limited_per_address_without_locking_out_used_keys() -> None:
+    gateway = {**KEYED, "auth": {**KEYED["auth"], "failed_attempts_burst": 3}}
+    client = client_for(gateway, environ={"KEYS": "sk-used,sk-fresh"})
+    assert embed(client, {"Authorization": "Bearer sk-used"}).status_code == 200
+    failures = [embed(client, {"Authorization": f"Bearer sk-guess-{i}"}) for i in range(5)]
+    assert [r.status_code for r in failures] == [401, 401, 401, 429, 429]
+    refused = failures[-1]
+    assert refused.json()["error"]["code"] == "too_many_failed_authentications"
+    assert int(refused.headers["retry-after"]) >= 1
+    # A key this address already used still works; a right guess from it now does not.
+    assert embed(client, {"Authorization": "Bearer sk-used"}).status_code == 200
+    assert embed(client, {"Authorization": "Bearer sk-fresh"}).status_code == 429
+
+
+def test_forwarded_for_from_an_untrusted_peer_does_not_make_a_new_client() -> None:
+    client = client_for({"rate_limits": {"requests_per_s": 0.001, "burst_requests": 2}})
+    statuses = [embed(client, {"X-Forwarded-For": f"203.0.113.{i}"}).status_code for i in range(5)]
+    assert statuses == [200, 200, 429, 429, 429]
+
+
+def test_forwarded_for_from_a_trusted_proxy_names_the_client() -> None:
+    gateway = {
+        "rate_limits": {"requests_per_s": 0.001, "burst_requests": 1},
+        "trusted_proxies": ["10.0.0.0/8"],
+    }
+    client = client_for(gateway, peer=("10.1.2.3", 40000))
+    assert embed(client, {"X-Forwarded-For": "203.0.113.1"}).status_code == 200
+    assert embed(client, {"X-Forwarded-For": "203.0.113.2"}).status_code == 200
+    assert embed(client, {"X-Forwarded-For": "203.0.113.1"}).status_code == 429
+    # The proxy itself, sending no header, is one more client.
+    assert embed(client).status_code == 200

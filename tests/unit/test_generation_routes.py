@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -27,9 +28,10 @@ PIECES = ["Once", " upon", " a", " time"]
 class FakeGenerationBackend:
     """Streams PIECES (cut to max_tokens), one token each; prompt tokens = words in the prompt."""
 
-    def __init__(self, fail_after: int | None = None) -> None:
+    def __init__(self, fail_after: int | None = None, chunk_delay_s: float = 0.0) -> None:
         self.requests: list[GenerationRequest] = []
         self.fail_after = fail_after
+        self.chunk_delay_s = chunk_delay_s
         self.closed = 0
 
     def _chunks(self, request: GenerationRequest) -> list[GenerationChunk]:
@@ -65,6 +67,7 @@ class FakeGenerationBackend:
             for index, chunk in enumerate(self._chunks(request)):
                 if self.fail_after is not None and index == self.fail_after:
                     raise ServiceUnavailable("The model 'tiny-gpt' is temporarily unavailable.")
+                await asyncio.sleep(self.chunk_delay_s)
                 yield chunk
         finally:
             self.closed += 1
@@ -74,7 +77,9 @@ class FakeGenerationBackend:
 
 
 def make_client(
-    backend: FakeGenerationBackend | None = None, max_output_tokens: int = 64
+    backend: FakeGenerationBackend | None = None,
+    max_output_tokens: int = 64,
+    gateway: dict[str, Any] | None = None,
 ) -> tuple[TestClient, FakeGenerationBackend]:
     backend = backend or FakeGenerationBackend()
     spec = ModelSpec(
@@ -82,7 +87,8 @@ def make_client(
     )
     embedder = ModelSpec(name="embedder", task="embedding", path="/unused")
     models = [ServedModel(spec, backend), ServedModel(embedder, None)]
-    api = build_api(ModelRegistry(models), AppArgs(models=[spec, embedder]))
+    args = AppArgs.model_validate({"models": [spec, embedder], "gateway": gateway or {}})
+    api = build_api(ModelRegistry(models), args)
     return TestClient(api, raise_server_exceptions=False), backend
 
 
@@ -249,6 +255,44 @@ def test_a_failure_mid_stream_is_an_error_event_then_done() -> None:
     events = sse_events(response)
     assert events[-1]["error"]["code"] == "unavailable"
     assert [e["choices"][0]["text"] for e in events[:-1]] == ["Once", " upon"]
+    assert backend.closed == 1
+
+
+def stream_completion(client: TestClient, prompt: str, **headers: str) -> Any:
+    body = {"model": MODEL, "prompt": prompt, "stream": True, "max_tokens": 4}
+    return client.post("/v1/completions", json=body, headers=headers)
+
+
+def test_streamed_tokens_are_charged_to_the_caller() -> None:
+    client, _ = make_client(gateway={"rate_limits": {"tokens_per_min": 12}})
+    # 2 prompt + 4 completion tokens each: two streams spend the 12 of the minute.
+    for _ in range(2):
+        assert len(sse_events(stream_completion(client, "a b"))) == 5
+    refused = stream_completion(client, "a b")
+    assert_error(refused, 429)
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_a_stream_that_overspends_the_budget_is_cut_with_an_error_event() -> None:
+    client, backend = make_client(gateway={"rate_limits": {"tokens_per_min": 8}})
+    # 6 prompt tokens: the first chunk brings the spend to 7, the third to 9 > 8.
+    events = sse_events(stream_completion(client, "one two three four five six"))
+    assert [e["choices"][0]["text"] for e in events[:-1]] == ["Once", " upon", " a"]
+    assert events[-1]["error"]["code"] == "rate_limit_exceeded"
+    assert events[-1]["error"]["type"] == "rate_limit_error"
+    assert backend.closed == 1
+
+
+def test_a_stream_has_one_deadline_over_its_whole_life() -> None:
+    client, backend = make_client(FakeGenerationBackend(chunk_delay_s=0.3))
+    started = time.monotonic()
+    events = sse_events(stream_completion(client, "x", **{"x-request-timeout": "0.5"}))
+    took_s = time.monotonic() - started
+    # The first chunk comes at 0.3 s, the second would come at 0.6 s, past the deadline.
+    assert [e["choices"][0]["text"] for e in events[:-1]] == ["Once"]
+    assert events[-1]["error"]["code"] == "deadline_exceeded"
+    assert events[-1]["error"]["type"] == "timeout_error"
+    assert took_s < 2.0
     assert backend.closed == 1
 
 

@@ -44,6 +44,7 @@ def makefile_serve_env() -> dict[str, str]:
 
 # What a cluster needs to run like `make serve`: the same Ray settings, and no hub downloads.
 RECOMMENDED_ENV = {**makefile_serve_env(), "HF_HUB_OFFLINE": "1"}
+HAPROXY_BINARY = "RAY_SERVE_HAPROXY_BINARY_PATH"
 SYNC_HINT = "run `python deploy/kuberay/sync_serve_config.py` after editing a Serve config"
 
 
@@ -184,6 +185,19 @@ def test_recommended_env_on_every_ray_container(manifest: str) -> None:
     for group in groups(rayservice(manifest)):
         env = {e["name"]: e.get("value") for e in ray_container(group).get("env", [])}
         assert {k: env.get(k) for k in RECOMMENDED_ENV} == RECOMMENDED_ENV, group.get("groupName")
+        # The image's `pip install .` puts the console script in /usr/local/bin.
+        assert env.get(HAPROXY_BINARY) == "/usr/local/bin/serve-inference-haproxy"
+
+
+def test_make_serve_starts_haproxy_through_the_wrapper() -> None:
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    match = re.search(r"^HAPROXY_ENV := (.+)$", makefile, re.M)
+    assert match, "Makefile has no HAPROXY_ENV line"
+    assert assignments(match.group(1).split())[HAPROXY_BINARY].endswith("/serve-inference-haproxy")
+    for target in ("serve", "bench", "soak"):
+        recipe = re.search(rf"^{target}: .*\n\t(?:.*\n\t)*.*\$\(SERVE_ENV\) (.*)$", makefile, re.M)
+        assert recipe, target
+        assert recipe.group(1).startswith("$(HAPROXY_ENV)"), target
 
 
 def test_serve_env_includes_the_fast_path_and_rare_node_wide_gc() -> None:
@@ -204,6 +218,7 @@ def test_cluster_guide_starts_every_node_with_the_serve_env() -> None:
     for line in exports:
         exported = assignments(line.split()[1:])
         assert {k: exported.get(k) for k in RECOMMENDED_ENV} == RECOMMENDED_ENV, line
+        assert exported[HAPROXY_BINARY] == "$wrapper", line
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS)

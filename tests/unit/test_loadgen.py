@@ -26,7 +26,7 @@ from benchmarks.payloads import embedding_bodies, make_texts
 from benchmarks.report import plot_latency_vs_throughput, ratio_table
 from benchmarks.rss import ProcessRss, service_processes
 from benchmarks.schedule import poisson_arrivals_s
-from benchmarks.soak import RssSample, linear_slope, process_growth
+from benchmarks.soak import RssSample, judge, linear_slope, process_growth
 from benchmarks.stats import (
     RunRecord,
     percentile,
@@ -180,6 +180,57 @@ def test_process_growth_follows_each_pid() -> None:
     growth = {g.pid: g.growth_mib for g in process_growth(samples)}
     assert growth == {1: pytest.approx(30.0), 2: 0.0, 3: 0.0}
     assert samples[1].total_mib == pytest.approx(140.0)
+
+
+def soak_samples(growth_mib_per_min: float, duration_s: float = 60.0) -> list[RssSample]:
+    """Every 5 s: a flat process 1, and process 2 growing, fast, for the first half only
+    (a cache filling to its bound), then `growth_mib_per_min` for the rest."""
+    mib = 2**20
+    samples = []
+    for step in range(int(duration_s / 5) + 1):
+        t_s = step * 5.0
+        filling = min(t_s, duration_s / 2) * 1.0  # 60 MiB/min while filling
+        later = max(0.0, t_s - duration_s / 2) * growth_mib_per_min / 60
+        samples.append(
+            RssSample(
+                t_s,
+                [
+                    ProcessRss(1, "raylet", 100 * mib),
+                    ProcessRss(2, "ingress", int((200 + filling + later) * mib)),
+                ],
+            )
+        )
+    return samples
+
+
+def soak_record(statuses: list[int]) -> RunRecord:
+    record = RunRecord()
+    for index, status in enumerate(statuses):
+        record.add(index * 0.01, 0.02, status)
+    return record
+
+
+def test_a_soak_passes_when_every_request_succeeds_and_memory_levels_off() -> None:
+    verdict = judge(soak_record([200] * 500), soak_samples(0.0), 60.0, 10.0, 2.0)
+    assert verdict.passed, verdict.reasons
+    assert verdict.judged_from_s == 30.0
+    assert {s.pid for s in verdict.slopes} == {1, 2}
+    assert all(abs(s.slope_mib_per_min) < 0.01 for s in verdict.slopes)
+
+
+def test_a_soak_fails_on_a_process_still_growing_and_names_it() -> None:
+    verdict = judge(soak_record([200] * 500), soak_samples(6.0), 60.0, 10.0, 2.0)
+    assert not verdict.passed
+    [reason] = verdict.reasons
+    assert "pid 2 (ingress)" in reason
+    assert verdict.slopes[0].slope_mib_per_min == pytest.approx(6.0)
+
+
+def test_a_soak_fails_on_any_failed_request() -> None:
+    verdict = judge(soak_record([200] * 98 + [503, 0]), soak_samples(0.0), 60.0, 10.0, 2.0)
+    assert not verdict.passed
+    assert verdict.failed_requests == 2
+    assert verdict.errors_by_status == {"503": 1, "0": 1}
 
 
 # --- schedules ----------------------------------------------------------------
