@@ -41,8 +41,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The integration tier runs behind HAProxy, as `make serve` does; the protections run a second
+# time behind Serve's Python proxy, the other way a cluster can front the service.
+PROXY_TESTS := $(addprefix tests/integration/,test_gateway_service.py test_draining.py \
+	test_overload.py test_faults.py test_fuzz_service.py)
+
 test: install lint
 	$(BIN)/python -m pytest tests
+	SERVE_TEST_PROXY=python $(BIN)/python -m pytest $(PROXY_TESTS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

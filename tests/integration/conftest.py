@@ -38,14 +38,13 @@ def makefile_serve_env() -> dict[str, str]:
 def ray_environment(mode: str, scratch: Path) -> dict[str, str]:
     """What Ray's processes must see for `mode`. HAProxy's ports and files are private to this
     instance, so a service on this machine (or an e2e test's) does not collide with it."""
-    env = {**makefile_serve_env()}
+    # As serve_config.yaml sets it for its Ingress: test apps come and go, and Ray's 30 s
+    # default would hold every ingress replica that stops that long.
+    env = {**makefile_serve_env(), "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
     if mode == "python":
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "0"
         return env
     env.update(
-        # As serve_config.yaml sets it for its Ingress: test apps come and go, and Ray's 30 s
-        # default would hold every one of them that long.
-        RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="2",
         RAY_SERVE_HAPROXY_BINARY_PATH=str(
             Path(sys.executable).with_name("serve-inference-haproxy")
         ),

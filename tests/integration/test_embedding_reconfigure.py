@@ -4,14 +4,13 @@ replica through `reconfigure`, without restarting it, and changes the batches it
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 from ray import serve
-from ray.serve.schema import ServeDeploySchema
 
 from tests.integration.conftest import ServeCluster
+from tests.integration.serve_apps import deploy, wait_until
 
 APP = "embed-reconfigure"
 MODEL = "minilm"
@@ -36,21 +35,18 @@ def app_config(max_batch_size: int) -> dict[str, Any]:
     }
 
 
-def deploy(max_batch_size: int) -> None:
+def deploy_batch_size(max_batch_size: int) -> None:
     """Apply the config as `serve deploy` does and wait until the replica runs with it."""
-    client = serve.context._get_global_client()
-    assert client is not None
-    schema = ServeDeploySchema.model_validate({"applications": [app_config(max_batch_size)]})
-    client.deploy_apps(schema)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        status = serve.status().applications.get(APP)
-        if status is not None and status.status == "RUNNING":
-            card = model_handle().describe.remote().result()
-            if card["batching"]["max_batch_size"] == max_batch_size:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"{APP} did not run with max_batch_size={max_batch_size}")
+    deploy(app_config(max_batch_size))
+    wait_until(
+        lambda: (
+            model_handle().describe.remote().result()["batching"]["max_batch_size"]
+            == max_batch_size
+        ),
+        180,
+        f"{APP} running with max_batch_size={max_batch_size}",
+        poll_s=0.5,
+    )
 
 
 def model_handle() -> Any:
@@ -73,11 +69,11 @@ def observed_batches(requests: int) -> list[int]:
 @pytest.mark.timeout(400)
 def test_live_reconfigure_changes_batch_sizes(serve_cluster: ServeCluster) -> None:
     try:
-        deploy(max_batch_size=16)
+        deploy_batch_size(16)
         before = model_handle().replica_info.remote().result()
         assert max(observed_batches(64)) > 4
 
-        deploy(max_batch_size=4)
+        deploy_batch_size(4)
         assert model_handle().replica_info.remote().result() == before  # no restart
         sizes = observed_batches(64)
         assert max(sizes) == 4

@@ -35,14 +35,16 @@ import psutil
 import pytest
 import ray
 from ray import serve
-from ray.serve.schema import ServeDeploySchema
 
-from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load_async
+from benchmarks.loadgen import Bounds, ClosedLoop, Target, Validator, run_load_async
 from benchmarks.payloads import make_texts
 from benchmarks.stats import STATUS_TIMEOUT, RunRecord
 from serve_app.backends import RETRY_LOG_MESSAGE
+from tests.answers import valid_classifications, valid_embeddings
 from tests.fixtures_models import TinyModels, tiny_models
 from tests.integration.conftest import ServeCluster
+from tests.integration.serve_apps import deploy, replica_details, wait_until
+from tests.tiny_models import CLASS_LABELS
 
 __all__ = ["tiny_models"]
 
@@ -52,7 +54,6 @@ INGRESS = "Ingress"
 EMBEDDER = "emb"
 CLASSIFIER = "cls"
 GENERATOR = "gen"
-DEPLOY_TIMEOUT_S = 300.0
 REPLACED_WITHIN_S = 120.0  # a new replica loads its model first; the machine may be busy
 LOAD_S = 7.0
 KILL_AFTER_S = 2.0
@@ -105,32 +106,13 @@ def app_config(models: TinyModels) -> dict[str, Any]:
     }
 
 
-def wait_until(condition: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> float:
-    """Seconds until `condition()` held; AssertionError naming `what` after `timeout_s`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(poll_s)
-    raise AssertionError(f"{what} not within {timeout_s:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[str]:
-    client = serve.context._get_global_client()
-    assert client is not None
-    schema = ServeDeploySchema.model_validate({"applications": [app_config(tiny_models)]})
-    client.deploy_apps(schema)
     try:
-        wait_until(app_running, DEPLOY_TIMEOUT_S, f"application {APP} RUNNING")
+        deploy(app_config(tiny_models))
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
         serve.delete(APP)
-
-
-def app_running() -> bool:
-    status = serve.status().applications.get(APP)
-    return status is not None and status.status == "RUNNING"
 
 
 @dataclass(frozen=True)
@@ -143,14 +125,11 @@ class Replica:
 
 def replicas(deployment: str) -> list[Replica]:
     """The deployment's replicas as Serve's controller reports them."""
-    client = serve.context._get_global_client()
-    assert client is not None
-    details = client.get_serve_details()
     node = ray._private.worker._global_node
     assert node is not None
     logs_dir = Path(node.get_logs_dir_path())
     found = []
-    for replica in details["applications"][APP]["deployments"][deployment]["replicas"]:
+    for replica in replica_details(APP, deployment):
         log_path = replica.get("log_file_path")
         found.append(
             Replica(
@@ -227,6 +206,7 @@ async def load_with_kill(
     victim: Replica,
     load_s: float = LOAD_S,
     when_busy: bool = False,
+    validator: Validator | None = None,
 ) -> KilledUnderLoad:
     """A closed-loop load of `load_s` seconds with `victim` killed KILL_AFTER_S into it, or the
     first moment after that it is computing when `when_busy`."""
@@ -239,7 +219,7 @@ async def load_with_kill(
         kill(deployment, victim)
         killed.append((time.perf_counter() - started, time.monotonic(), share))
 
-    target = Target(url=url, bodies=bodies)
+    target = Target(url=url, bodies=bodies, validator=validator)
     record, _ = await asyncio.gather(
         run_load_async(
             target,
@@ -279,23 +259,25 @@ def classify_bodies(texts_per_request: int = 32) -> list[bytes]:
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize(
-    ("deployment", "route", "bodies"),
+    ("deployment", "route", "bodies", "validator"),
     [
-        (EMBEDDER, "/v1/embeddings", embedding_bodies),
-        (CLASSIFIER, "/v1/classify", classify_bodies),
+        (EMBEDDER, "/v1/embeddings", embedding_bodies, valid_embeddings()),
+        (CLASSIFIER, "/v1/classify", classify_bodies, valid_classifications(set(CLASS_LABELS))),
     ],
 )
 def test_a_killed_model_replica_costs_no_idempotent_request(
-    base_url: str, deployment: str, route: str, bodies: Any
+    base_url: str, deployment: str, route: str, bodies: Any, validator: Validator
 ) -> None:
     [victim, survivor] = running(deployment)
     retries_before = retries_logged(deployment)
+    url = f"{base_url}{route}"
     run = asyncio.run(
-        load_with_kill(f"{base_url}{route}", bodies(), 8, deployment, victim, when_busy=True)
+        load_with_kill(url, bodies(), 8, deployment, victim, when_busy=True, validator=validator)
     )
     record = run.record
     statuses = Counter(record.status)
-    assert statuses == {200: len(record.status)}, statuses  # zero lost, every one answered
+    # Zero lost, every one answered, and with the right content (a wrong body counts as lost).
+    assert statuses == {200: len(record.status)}, statuses
     assert max(record.latency_s) < NO_HANG_S
     after_kill = sum(1 for start in record.start_s if start > run.killed_s)
     assert after_kill > 10, (after_kill, run.killed_s)

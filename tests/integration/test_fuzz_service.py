@@ -19,7 +19,6 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from ray import serve
-from ray.serve.schema import ServeDeploySchema
 
 from tests.fixtures_models import TinyModels, tiny_models
 from tests.hostile import (
@@ -35,6 +34,7 @@ from tests.hostile import (
     valid_body_requests,
 )
 from tests.integration.conftest import ServeCluster
+from tests.integration.serve_apps import deploy
 
 __all__ = ["tiny_models"]
 
@@ -89,16 +89,8 @@ def service(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[tu
             {"name": "cls", "ray_actor_options": small},
         ],
     }
-    client = serve.context._get_global_client()
-    assert client is not None
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [config]}))
     try:
-        deadline = time.monotonic() + 300
-        while (status := serve.status().applications.get(APP)) is None or (
-            status.status != "RUNNING"
-        ):
-            assert time.monotonic() < deadline, f"{APP} not RUNNING"
-            time.sleep(0.5)
+        deploy(config)
         yield f"{serve_cluster.base_url}{PREFIX}", f"127.0.0.1:{serve_cluster.http_port}"
     finally:
         serve.delete(APP)
@@ -209,40 +201,59 @@ def _head(path: str, extra: str) -> bytes:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(
-    ("name", "extra", "body", "half_close"),
+    ("name", "extra", "body", "half_close", "expected"),
     [
-        ("short-body", "Content-Length: 500\r\n", b'{"model":"emb",', True),
+        ("short-body", "Content-Length: 500\r\n", b'{"model":"emb",', True, None),
         (
             "chunked-past-limit",
             "Transfer-Encoding: chunked\r\n",
             b"".join(f"{8192:x}\r\n".encode() + b"a" * 8192 + b"\r\n" for _ in range(10))
             + b"0\r\n\r\n",
             False,
+            413,  # counted as it arrives: no Content-Length to refuse it by
         ),
-        ("broken-chunks", "Transfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n", False),
+        (
+            "broken-chunks",
+            "Transfer-Encoding: chunked\r\n",
+            b"zz\r\nhello\r\n0\r\n\r\n",
+            False,
+            None,
+        ),
         (
             "both-lengths",
             "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
             b"0\r\n\r\n",
             False,
+            None,
         ),
-        ("negative-length", "Content-Length: -1\r\n", b"{}", False),
-        ("header-bytes", "X-Odd: \xff\xfe\r\n", b"", False),
+        ("negative-length", "Content-Length: -1\r\n", b"{}", False, None),
+        ("header-bytes", "X-Odd: \xff\xfe\r\n", b"", False, None),
     ],
 )
 def test_what_only_a_socket_can_send(
-    service: tuple[str, str], name: str, extra: str, body: bytes, half_close: bool
+    service: tuple[str, str],
+    name: str,
+    extra: str,
+    body: bytes,
+    half_close: bool,
+    expected: int | None,
 ) -> None:
     base_url, address = service
     request = _head(f"{PREFIX}/v1/embeddings", extra.encode("latin-1").decode("latin-1")) + body
     answer = raw_exchange(address, request, half_close)
     status_line, _, rest = answer.partition(b"\r\n")
+    if expected is not None:
+        assert answer, f"{name}: the connection closed without an answer"
     if answer:
         status = int(status_line.split()[1])
         assert status < 500, f"{name}: {answer[:300]!r}"
+        if expected is not None:
+            assert status == expected, f"{name}: {answer[:300]!r}"
         _, _, payload = rest.partition(b"\r\n\r\n")
         if b"application/json" in rest.split(b"\r\n\r\n")[0].lower():
-            check_error_body(payload)  # when our app answered, in OpenAI's shape
+            error = check_error_body(payload)  # when our app answered, in OpenAI's shape
+            if expected == 413:
+                assert error["code"] == "request_too_large"
     # else the server closed the connection: a fair answer to a broken request
     print(f"\nFIGURES raw-{name} {status_line!r}")
     # And the service is still there for everyone else.

@@ -30,14 +30,15 @@ import aiohttp
 import psutil
 import pytest
 from ray import serve
-from ray.serve.schema import ServeDeploySchema
 
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load_async
 from benchmarks.payloads import make_texts
 from benchmarks.schedule import poisson_arrivals_s
 from benchmarks.stats import percentile, summarize
+from tests.answers import valid_embeddings
 from tests.hostile import check_error_body
 from tests.integration.conftest import ServeCluster
+from tests.integration.serve_apps import deploy
 
 APP = "overload"
 PREFIX = "/overload"
@@ -52,6 +53,7 @@ RECOVERED_WITHIN_S = 10.0
 REJECTION_P99_S = 2.0  # measured ~0.05 s; generous for a shared CI machine
 RSS_GROWTH_MIB = 200.0
 REQUEST_TIMEOUT_S = 60.0
+RIGHT_EMBEDDINGS = valid_embeddings()
 
 
 def app_config() -> dict[str, Any]:
@@ -84,18 +86,8 @@ def app_config() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
-    client = serve.context._get_global_client()
-    assert client is not None
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [app_config()]}))
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            status = serve.status().applications.get(APP)
-            if status is not None and status.status == "RUNNING":
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"{APP} not RUNNING")
+        deploy(app_config())
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
         serve.delete(APP)
@@ -144,6 +136,7 @@ class Answer:
     status: int  # negative: no HTTP answer (-1 timeout, -2 connection error)
     retry_after: str | None = None
     error: str | None = None  # why the body is not what the status promises
+    code: str | None = None  # the error's code, for a refusal
 
 
 @dataclass
@@ -165,9 +158,12 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes, start_s: f
             answer = Answer(
                 start_s, 0.0, response.status, response.headers.get("retry-after"), None
             )
-            if response.status != 200:
+            if response.status == 200:
+                if not RIGHT_EMBEDDINGS(payload):
+                    answer.error = f"wrong embeddings in a 200: {payload[:200]!r}"
+            else:
                 try:
-                    check_error_body(payload)
+                    answer.code = check_error_body(payload)["code"]
                 except AssertionError as exc:
                     answer.error = str(exc)
     except TimeoutError:
@@ -286,6 +282,9 @@ def test_five_times_capacity_is_refused_fast_and_survived(base_url: str) -> None
     assert refused, "nothing was refused at five times capacity"
     assert accepted, "nothing was served during the spike"
     assert all(a.error is None for a in refused), [a.error for a in refused if a.error][:3]
+    assert {(a.status, a.code) for a in refused} == {(503, "overloaded")}
+    # Every accepted request got the right vectors, not only a 200.
+    assert all(a.error is None for a in accepted), [a.error for a in accepted if a.error][:3]
     assert all(a.retry_after is not None and a.retry_after.isdigit() for a in refused)
     assert p(refused, 99) < REJECTION_P99_S
     assert p(accepted, 99) < accepted_bound_s
