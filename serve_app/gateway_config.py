@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -62,3 +63,17 @@ class GatewayConfig(_Section):
         description="Addresses (CIDR) of proxies in front of the service whose "
         "X-Forwarded-For is believed; the service's own HAProxy needs no entry.",
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """Each entry an address or a CIDR network, refused with the reason when it is not."""
+        if not isinstance(value, list | tuple):
+            return value
+        networks = []
+        for entry in value:
+            try:
+                networks.append(ip_network(str(entry)))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an address or a CIDR network: {exc}") from None
+        return tuple(networks)

@@ -29,6 +29,8 @@ MODEL = "emb"
 INGRESS = "Ingress"
 CHANGE_AT_S = 3.0
 CLIENTS = 8
+# What the redeploy changes: new args (the ingress's code version), a new model environment.
+REDEPLOYED: dict[str, Any] = {"request_timeout_s": 59.0, "model_env": "2"}
 
 
 def app_config(
@@ -70,8 +72,9 @@ def app_config(
     }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
+    """Two replicas of each deployment; the redeploy test keeps two, the scale-down runs last."""
     try:
         deploy(app_config(replicas=2))
         yield f"{serve_cluster.base_url}{PREFIX}"
@@ -117,29 +120,6 @@ def figures(name: str, **values: Any) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_a_scale_down_under_load_loses_no_request(base_url: str) -> None:
-    before = pids()
-    assert {name: len(found) for name, found in before.items()} == {INGRESS: 2, MODEL: 2}
-
-    load_s = 15.0
-
-    def scale_down() -> None:
-        deploy(app_config(replicas=1))
-        wait_until(
-            lambda: {n: len(p) for n, p in pids().items()} == {INGRESS: 1, MODEL: 1},
-            load_s - CHANGE_AT_S - 2,
-            "one replica of each deployment",
-        )
-
-    statuses = load_through(base_url, scale_down, seed=21, load_s=load_s)
-    after = pids()
-    figures("drain-scale-down", statuses=dict(statuses), before=before, after=after)
-    assert statuses == {200: statuses.total()}, statuses
-    assert statuses.total() > 100
-    assert all(after[name] < before[name] for name in after)  # the survivors kept serving
-
-
-@pytest.mark.timeout(300)
 def test_a_redeploy_that_replaces_every_replica_under_load_loses_no_request(
     base_url: str,
 ) -> None:
@@ -147,8 +127,7 @@ def test_a_redeploy_that_replaces_every_replica_under_load_loses_no_request(
     load_s = 35.0  # new model replicas load and warm up before the old ones drain
 
     def redeploy() -> None:
-        # New args: the ingress's code version changes; a new environment: the model's.
-        deploy(app_config(replicas=2, request_timeout_s=59.0, model_env="2"))
+        deploy(app_config(replicas=2, **REDEPLOYED))
         wait_until(
             lambda: all(len(now) == 2 and not now & before[name] for name, now in pids().items()),
             load_s - CHANGE_AT_S - 2,
@@ -162,3 +141,26 @@ def test_a_redeploy_that_replaces_every_replica_under_load_loses_no_request(
     assert statuses == {200: statuses.total()}, statuses
     assert statuses.total() > 100
     assert all(not after[name] & before[name] for name in after)
+
+
+@pytest.mark.timeout(300)
+def test_a_scale_down_under_load_loses_no_request(base_url: str) -> None:
+    before = pids()
+    assert {name: len(found) for name, found in before.items()} == {INGRESS: 2, MODEL: 2}
+
+    load_s = 15.0
+
+    def scale_down() -> None:
+        deploy(app_config(replicas=1, **REDEPLOYED))  # only the count changes
+        wait_until(
+            lambda: {n: len(p) for n, p in pids().items()} == {INGRESS: 1, MODEL: 1},
+            load_s - CHANGE_AT_S - 2,
+            "one replica of each deployment",
+        )
+
+    statuses = load_through(base_url, scale_down, seed=21, load_s=load_s)
+    after = pids()
+    figures("drain-scale-down", statuses=dict(statuses), before=before, after=after)
+    assert statuses == {200: statuses.total()}, statuses
+    assert statuses.total() > 100
+    assert all(after[name] < before[name] for name in after)  # the survivors kept serving

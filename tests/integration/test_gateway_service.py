@@ -32,9 +32,10 @@ KEYS_ENV = "GATEWAY_TEST_KEYS"
 KEYS = ("sk-gw-identity", "sk-gw-stream", "sk-gw-deadline", "sk-gw-flood", "sk-gw-other")
 TOKENS_PER_MIN = 3000
 STREAMS = 14
-TIMEOUT_S = 5.0
+TIMEOUT_S = 1.5  # far shorter than the 3800-token completions below take
 FAILED_BURST = 5
 LONG_PROMPT = "Hello world " * 30  # greedy on the tiny GPT-2 runs long from "Hello world"
+LONG_COMPLETION_TOKENS = 3800  # with the prompt, within the model's 4096-token context
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
                     "name": "gen",
                     "task": "generation",
                     "path": str(tiny_models.gpt2),
-                    "max_output_tokens": 3000,
+                    "max_output_tokens": LONG_COMPLETION_TOKENS,
                 },
             ],
             "gateway": {
@@ -170,11 +171,11 @@ def test_a_stream_ends_at_its_deadline_with_an_error_event(base_url: str) -> Non
         body = {
             "model": "gen",
             "prompt": LONG_PROMPT,
-            "max_tokens": 3000,
+            "max_tokens": LONG_COMPLETION_TOKENS,
             "temperature": 0,
             "stream": True,
         }
-        headers = {**bearer(KEYS[2]), "x-request-timeout": "1.5"}
+        headers = {**bearer(KEYS[2]), "x-request-timeout": "0.8"}
         started = time.monotonic()
         async with (
             httpx.AsyncClient(timeout=60) as client,
@@ -187,20 +188,26 @@ def test_a_stream_ends_at_its_deadline_with_an_error_event(base_url: str) -> Non
         return events, time.monotonic() - started
 
     events, took_s = asyncio.run(scenario())
-    assert len(events) > 5  # it was streaming
+    assert len(events) >= 2  # it was streaming
     assert events[-1]["error"]["code"] == "deadline_exceeded"
-    assert 1.5 <= took_s < 4.0
+    assert 0.8 <= took_s < 3.5
 
 
 def test_a_client_cannot_lengthen_its_deadline(base_url: str) -> None:
-    body = {"model": "gen", "prompt": LONG_PROMPT, "max_tokens": 3000, "temperature": 0}
+    body = {
+        "model": "gen",
+        "prompt": LONG_PROMPT,
+        "max_tokens": LONG_COMPLETION_TOKENS,
+        "temperature": 0,
+    }
     headers = {**bearer(KEYS[2]), "x-request-timeout": "60"}
     started = time.monotonic()
     response = httpx.post(f"{base_url}/v1/completions", json=body, headers=headers, timeout=60)
     took_s = time.monotonic() - started
+    print(f"\nFIGURES lengthen status={response.status_code} after {took_s:.2f} s")
     assert response.status_code == 504, response.text[:300]
     assert check_error_body(response.content)["code"] == "deadline_exceeded"
-    assert TIMEOUT_S <= took_s < TIMEOUT_S + 5
+    assert TIMEOUT_S <= took_s < TIMEOUT_S + 3
 
 
 def trickle(address: str, port: int, head: bytes, period_s: float, until_s: float) -> float:

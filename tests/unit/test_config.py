@@ -119,3 +119,13 @@ def test_bad_device_lists_the_choices() -> None:
 def test_validated_args_pass_through_unchanged() -> None:
     args = AppArgs.model_validate({"models": [PACKAGED]})
     assert parse_args(args) is args
+
+
+def test_trusted_proxies_are_addresses_or_networks_with_a_readable_refusal() -> None:
+    args = parse_args({"models": [PACKAGED], "gateway": {"trusted_proxies": ["10.0.0.0/8", "::1"]}})
+    assert [str(network) for network in args.gateway.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [PACKAGED], "gateway": {"trusted_proxies": ["10.0.0.1/8"]}})
+    assert "gateway.trusted_proxies" in str(caught.value)
+    assert "'10.0.0.1/8' is not an address or a CIDR network" in str(caught.value)
+    assert "host bits set" in str(caught.value)
