@@ -53,8 +53,13 @@ class Deadline:
 
     async def run(self, call: Awaitable[T]) -> T:
         """Await `call`, cancelling it (and the model work behind it) when the deadline passes:
-        504 deadline_exceeded."""
-        return await self._within(call, self.exceeded())
+        504 deadline_exceeded (an error event, for a stream that has started)."""
+        return await self._within(
+            call,
+            DeadlineExceeded(
+                f"The request did not finish within its deadline of {self.timeout_s:g} s."
+            ),
+        )
 
     async def read_body(self, call: Awaitable[T]) -> T:
         """Await the request body; a client still sending at the deadline gets 408."""
@@ -64,11 +69,6 @@ class Deadline:
                 f"The request body did not arrive within the deadline of {self.timeout_s:g} s.",
                 headers={"Connection": "close"},
             ),
-        )
-
-    def exceeded(self) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"The request did not finish within its deadline of {self.timeout_s:g} s."
         )
 
     async def _within(self, call: Awaitable[T], error: APIError) -> T:

@@ -8,7 +8,6 @@ spent more than its tokens-per-minute budget, the stream ends with an OpenAI-sha
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -32,12 +31,9 @@ async def _within_limits(
     async with aclosing(chunks):  # cut short: the generation behind it stops now
         while True:
             try:
-                async with asyncio.timeout(max(0.0, deadline.remaining_s())):
-                    chunk = await anext(chunks)
+                chunk = await deadline.run(anext(chunks))
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                raise deadline.exceeded() from None
             used = chunk.prompt_tokens + chunk.completion_tokens
             within_budget = meter.charge(used - charged)
             charged = used
