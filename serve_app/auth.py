@@ -1,9 +1,9 @@
 """API keys: read from the environment or a file, kept only as SHA-256 hashes, compared in
 constant time. With no keys configured the service is open (and says so at start).
 
-Failed authentications are limited per client address: past a burst, an address is refused with
-429 without its key being tried, except for keys it has already used successfully, so a guesser
-is slowed down and the clients that share its address keep working.
+Failed authentications are limited per client address: past a burst, an address gets 429 for any
+key it has not already used successfully, a right guess included, so guessing is slowed down
+while the clients that share its address keep working.
 """
 
 from __future__ import annotations
