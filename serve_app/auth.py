@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import os
 import re
 import time
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from serve_app.errors import AuthenticationFailed, RateLimited
+from serve_app.errors import AuthenticationFailed, RateLimited, retry_after_header
 from serve_app.gateway_config import AuthConfig
 from serve_app.rate_limit import RecentCallers, TokenBucket
 
@@ -142,9 +141,9 @@ class FailedAuthLimit:
 
     @staticmethod
     def _refused(record: _AddressRecord, now_s: float) -> RateLimited:
-        wait_s = (1 - record.failures.tokens) / record.failures.rate_per_s
+        wait_s = record.failures.seconds_until(1, now_s)
         return RateLimited(
             f"Too many failed authentications from this address; retry in {wait_s:.0f} s.",
             code="too_many_failed_authentications",
-            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            headers=retry_after_header(wait_s),
         )

@@ -91,7 +91,8 @@ class RateLimited(APIError):
     default_code = "rate_limit_exceeded"
 
 
-def _retry_after(retry_after_s: float) -> dict[str, str]:
+def retry_after_header(retry_after_s: float) -> dict[str, str]:
+    """`Retry-After` in whole seconds, at least 1."""
     return {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
 
 
@@ -103,7 +104,7 @@ class Overloaded(APIError):
     default_code = "overloaded"
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message, headers=_retry_after(retry_after_s))
+        super().__init__(message, headers=retry_after_header(retry_after_s))
 
 
 class ServiceUnavailable(APIError):
@@ -112,7 +113,7 @@ class ServiceUnavailable(APIError):
     default_code = "unavailable"
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message, headers=_retry_after(retry_after_s))
+        super().__init__(message, headers=retry_after_header(retry_after_s))
 
 
 class DeadlineExceeded(APIError):

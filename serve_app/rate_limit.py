@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from serve_app.errors import RateLimited
+from serve_app.errors import RateLimited, retry_after_header
 from serve_app.gateway_config import RateLimitConfig
 
 MAX_TRACKED_CALLERS = 100_000
@@ -41,7 +41,12 @@ class TokenBucket:
         if self.tokens + 1e-9 >= amount:  # refills summed in float steps land a hair short
             self.tokens -= amount
             return 0.0
-        return (amount - self.tokens) / self.rate_per_s
+        return self.seconds_until(amount, now_s)
+
+    def seconds_until(self, amount: float, now_s: float) -> float:
+        """How long until the bucket holds `amount` (0 if it does now)."""
+        self._refill(now_s)
+        return max(0.0, amount - self.tokens) / self.rate_per_s
 
     def charge(self, amount: float, now_s: float) -> None:
         self._refill(now_s)
@@ -134,7 +139,7 @@ class RateLimiter:
         buckets = self._callers.get(caller)
         if buckets.tokens is not None and buckets.tokens.remaining(now_s) <= 0:
             # Admit again once the bucket is back to one whole token.
-            wait_s = (1 - buckets.tokens.tokens) / buckets.tokens.rate_per_s
+            wait_s = buckets.tokens.seconds_until(1, now_s)
             raise self._limited("tokens per minute", wait_s, self.headers(buckets, now_s))
         if buckets.requests is not None:
             wait_s = buckets.requests.take(1, now_s)
@@ -170,7 +175,7 @@ class RateLimiter:
     @staticmethod
     def _limited(limit: str, wait_s: float, headers: dict[str, str]) -> RateLimited:
         error = RateLimited(f"Rate limit reached for {limit}; retry in {wait_s:.2f}s.")
-        error.headers = {**headers, "Retry-After": str(max(1, math.ceil(wait_s)))}
+        error.headers = {**headers, **retry_after_header(wait_s)}
         return error
 
 
