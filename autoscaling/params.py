@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deployments.replica_stats import PERCENTILES
+from autoscaling.replica_stats import PERCENTILES
 
 
 class PolicyParams(BaseModel):
@@ -78,7 +78,7 @@ class PolicyParams(BaseModel):
         gt=0,
         description=(
             "Requests per second one replica sustains at the batch sizes it forms "
-            "(autoscaling.service_model.ServiceModel.max_rate_rps, or a benchmark). "
+            "(autoscaling.simulator.service_model.ServiceModel.max_rate_rps, or a benchmark). "
             "When set, measured throughput also votes: the policy keeps "
             "throughput / (capacity * target_utilization) replicas."
         ),

@@ -15,10 +15,9 @@ nothing", ``latency_ms`` counts only while ``latency_replicas`` > 0.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:  # the policy imports this module
-    from autoscaling.policy import Decision
+from autoscaling.decision import Decision
 
 SIGNALS = ("queue", "latency", "throughput", "burst")
 PREFIX = "inference_autoscaler_"

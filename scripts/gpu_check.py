@@ -32,18 +32,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from deployments.agreement_metrics import (  # noqa: E402
+from deployments.classification.model import ClassificationModel  # noqa: E402
+from deployments.contract import GenerationRequest, SamplingParams  # noqa: E402
+from deployments.embedding.model import EmbeddingModel  # noqa: E402
+from deployments.generation.model import GenerationModel  # noqa: E402
+from deployments.loading.quantization import (  # noqa: E402
+    PROBE_TEXTS,
     classification_agreement,
     embedding_agreement,
+    load_checked,
     logits_agreement,
 )
-from deployments.classification_model import ClassificationModel  # noqa: E402
-from deployments.embedding_model import EmbeddingModel  # noqa: E402
-from deployments.generation_model import GenerationModel  # noqa: E402
-from deployments.generation_types import GenerationRequest, SamplingParams  # noqa: E402
-from deployments.loading import ModelSource, pick_device  # noqa: E402
-from deployments.probes import PROBE_TEXTS  # noqa: E402
-from deployments.quantization_check import load_checked  # noqa: E402
+from deployments.loading.source import ModelSource  # noqa: E402
+from deployments.loading.weights import pick_device  # noqa: E402
 
 MODES: dict[str, dict[str, str]] = {
     "fp16": {"dtype": "float16", "quantization": "none"},
@@ -73,9 +74,9 @@ def embedding_task(location: dict[str, str]) -> dict[str, Any]:
     return {
         "location": location,
         "build": EmbeddingModel,
-        "probe": lambda m, texts: m.embed(list(texts)).vectors,
+        "probe": lambda m, texts: m.encode(list(texts)).vectors,
         "compare": embedding_agreement,
-        "work": lambda m: len(m.embed(TEXTS).token_counts),
+        "work": lambda m: len(m.encode(TEXTS).token_counts),
         "unit": "texts",
     }
 
@@ -132,7 +133,7 @@ def check(task: dict[str, Any], mode: dict[str, str], repeats: int, device: str)
 
 
 def tiny_locations(root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    from tests.tiny_models import build_tiny_bert_classifier, build_tiny_gpt2
+    from tests.support.tiny_models import build_tiny_bert_classifier, build_tiny_gpt2
 
     return (
         {"path": str(build_tiny_gpt2(root / "gpt2"))},

@@ -4,35 +4,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
-from fastapi import FastAPI, Request
-from pydantic import BaseModel
+from fastapi import FastAPI
 from starlette.responses import Response
 
-from serve_app.auth import FailedAuthLimit, KeyStore
-from serve_app.body import json_response, openapi_body, parse_json_body
-from serve_app.cached_embeddings import CachedEmbedder
-from serve_app.chat_route import chat
-from serve_app.classify_route import ClassifyRequest, classify_response
-from serve_app.client_address import ClientAddresses
-from serve_app.completions_route import complete
+from serve_app.classification import route as classification
 from serve_app.config import AppArgs
-from serve_app.deadline import Deadline
-from serve_app.embedding_cache import EmbeddingCache
-from serve_app.embeddings_route import check_options, embedding_response
+from serve_app.embedding import route as embedding
+from serve_app.embedding.cache import CachedEmbedder, EmbeddingCache
 from serve_app.errors import install_error_handlers
-from serve_app.fallback import FALLBACK_HEADER, FallbackRouter
-from serve_app.gateway_middleware import GatewayMiddleware
-from serve_app.generation_schemas import ChatCompletionRequest, CompletionRequest
+from serve_app.gateway.auth import FailedAuthLimit, KeyStore
+from serve_app.gateway.body import json_response
+from serve_app.gateway.client_address import ClientAddresses
+from serve_app.gateway.middleware import GatewayMiddleware
+from serve_app.gateway.rate_limit import RateLimiter
+from serve_app.generation import route as generation
 from serve_app.metrics import IngressMetrics
-from serve_app.model_cards import ModelCards
-from serve_app.rate_limit import RateLimiter, TokenMeter
-from serve_app.registry import ModelRegistry, ServedModel
-from serve_app.schemas import EmbeddingRequest
+from serve_app.routing.context import RouteContext
+from serve_app.routing.fallback import FallbackRouter
+from serve_app.routing.model_cards import ModelCards
+from serve_app.routing.registry import ModelRegistry
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 logger = logging.getLogger("ray.serve")
 
 
@@ -78,25 +71,6 @@ def build_api(
 
     cards = ModelCards(registry.all())
 
-    async def read(request: Request, schema: type[ModelT]) -> ModelT:
-        """The body, read under the request's deadline (the gateway started it on arrival)."""
-        deadline: Deadline = request.state.deadline
-        return await deadline.read_body(
-            parse_json_body(request, schema, args.max_request_body_bytes)
-        )
-
-    async def answer(
-        request: Request, model: ServedModel, call: Callable[[ServedModel], Awaitable[Response]]
-    ) -> Response:
-        """Run `call` within the request's deadline, on `model` or its fallback."""
-        deadline: Deadline = request.state.deadline
-        response, routed = await deadline.run(router.call(model, call))
-        request.state.model = routed.model.name
-        if routed.fallback_reason is not None:
-            response.headers[FALLBACK_HEADER] = model.name
-            response.headers["x-fallback-reason"] = routed.fallback_reason
-        return response
-
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -127,47 +101,10 @@ def build_api(
         data += registry.alias_cards(started_at)
         return json_response({"object": "list", "data": data})
 
-    @api.post("/v1/embeddings", openapi_extra=openapi_body(EmbeddingRequest))
-    async def create_embeddings(request: Request) -> Response:
-        payload = await read(request, EmbeddingRequest)
-        model = registry.resolve(payload.model, "embedding")
-        check_options(payload, model)
-        texts = payload.texts()
-        meter: TokenMeter = request.state.meter
-
-        async def call(served: ServedModel) -> Response:
-            batch = await embedder.embed(served, texts)
-            meter.charge(int(sum(batch.token_counts)))
-            return json_response(embedding_response(payload, served.name, batch))
-
-        return await answer(request, model, call)
-
-    @api.post("/v1/completions", openapi_extra=openapi_body(CompletionRequest))
-    async def create_completion(request: Request) -> Response:
-        payload = await read(request, CompletionRequest)
-        model = registry.resolve(payload.model, "generation")
-        limits = (request.state.deadline, request.state.meter)
-        return await answer(request, model, lambda served: complete(payload, served, *limits))
-
-    @api.post("/v1/chat/completions", openapi_extra=openapi_body(ChatCompletionRequest))
-    async def create_chat_completion(request: Request) -> Response:
-        payload = await read(request, ChatCompletionRequest)
-        model = registry.resolve(payload.model, "generation")
-        limits = (request.state.deadline, request.state.meter)
-        return await answer(request, model, lambda served: chat(payload, served, *limits))
-
-    @api.post("/v1/classify", openapi_extra=openapi_body(ClassifyRequest))
-    async def create_classification(request: Request) -> Response:
-        payload = await read(request, ClassifyRequest)
-        model = registry.resolve(payload.model, "classification")
-        meter: TokenMeter = request.state.meter
-
-        async def call(served: ServedModel) -> Response:
-            results = await served.backend.classify(payload.texts())
-            meter.charge(sum(result.tokens for result in results))
-            return json_response(classify_response(served.name, results))
-
-        return await answer(request, model, call)
+    context = RouteContext(registry, router, embedder, args.max_request_body_bytes)
+    # One router per task, in the task's own folder (its paths: serve_app.protocol.TASK_PATHS).
+    for add_routes in (embedding.add_routes, generation.add_routes, classification.add_routes):
+        add_routes(api, context)
 
     return api
 

@@ -7,13 +7,16 @@ from typing import Any, cast
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from deployments.classification import ClassificationDeployment
-from deployments.embeddings import EmbeddingDeployment
-from deployments.generation import GenerationDeployment
+from deployments.classification.deployment import ClassificationDeployment
+from deployments.embedding.deployment import EmbeddingDeployment
+from deployments.generation.deployment import GenerationDeployment
 from serve_app.config import AppArgs, ConfigError, ModelSpec, parse_args
 from serve_app.ingress import Ingress
+from serve_app.protocol import Task
 
-_DEPLOYMENT_FOR_TASK: dict[str, Deployment] = {
+# The replica class of each task (the tasks themselves: serve_app.protocol.Task). These modules are
+# torch-free: a model replica imports torch and transformers when it starts, the ingress never.
+DEPLOYMENT_FOR_TASK: dict[Task, Deployment] = {
     "embedding": cast(Deployment, EmbeddingDeployment),
     "generation": cast(Deployment, GenerationDeployment),
     "classification": cast(Deployment, ClassificationDeployment),
@@ -32,7 +35,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> Application:
 
 
 def _bind_model(spec: ModelSpec) -> Application:
-    deployment = _DEPLOYMENT_FOR_TASK.get(spec.task)
+    deployment = DEPLOYMENT_FOR_TASK.get(spec.task)
     if deployment is None:
         raise ConfigError(f"models: task {spec.task!r} of {spec.name!r} is not served yet")
     return deployment.options(name=spec.deployment_name).bind(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from deployments.loading import ModelSource
-from serve_app.aliases import AliasSpec
-from serve_app.gateway_config import GatewayConfig
-
-Task = Literal["embedding", "generation", "classification"]
+from deployments.loading.source import ModelSource
+from serve_app.gateway.config import GatewayConfig
+from serve_app.protocol import Task
+from serve_app.routing.aliases import AliasSpec
 
 _DEPLOYMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 

@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from ray import serve
 
 from serve_app.api import build_api
-from serve_app.backends import HandleBackend
-from serve_app.coalescer import EmbeddingCoalescer
 from serve_app.config import AppArgs
-from serve_app.haproxy_wrapper import BINARY_ENV, is_wrapper
+from serve_app.embedding.coalescer import EmbeddingCoalescer
+from serve_app.gateway.haproxy_wrapper import BINARY_ENV, is_wrapper
 from serve_app.metrics import IngressMetrics
-from serve_app.registry import ModelRegistry, ServedModel
+from serve_app.routing.backends import HandleBackend
+from serve_app.routing.registry import ModelRegistry, ServedModel
 
 logger = logging.getLogger("ray.serve")
 

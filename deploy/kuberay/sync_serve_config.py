@@ -4,7 +4,7 @@
     python deploy/kuberay/sync_serve_config.py --check  # exit 1 if one has drifted
 
 Each manifest embeds one config file verbatim (comments included) as a YAML block scalar;
-everything else in the manifest is left as written. tests/unit/test_kuberay_manifest.py
+everything else in the manifest is left as written. tests/unit/deploy/test_kuberay_manifest.py
 fails when the parsed block and the parsed file differ.
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.service_process import config_for_port, free_port
-from tests.e2e.ray_cluster import REPO_ROOT
+from tests.support.ray_cluster import REPO_ROOT
 
 
 @pytest.mark.timeout(300)

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.rss import process_label, service_processes
 from benchmarks.service_process import config_for_port, free_port, is_ready, restore_sigint
-from tests.e2e.ray_cluster import REPO_ROOT, child_env
+from tests.support.ray_cluster import REPO_ROOT, child_env
 
 STOP_WITHIN_S = 10.0
 

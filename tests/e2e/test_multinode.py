@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from benchmarks.service_process import free_port
-from tests.e2e.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
+from tests.support.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
 
 Config = dict[str, Any]
 

@@ -17,7 +17,7 @@ import yaml
 
 from autoscaling.policy_metrics import DECISIONS, SIGNALS
 from benchmarks.service_process import free_port
-from tests.e2e.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
+from tests.support.ray_cluster import REPO_ROOT, RayCluster, config_copy, start_head, venv_tool
 
 MODEL = "all-MiniLM-L6-v2"
 _http_bases: list[str] = []  # where the deploy test's application answers, for later tests

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from benchmarks.service_process import free_port, start_serve_run, stop, wait_ready
-from tests.e2e.ray_cluster import REPO_ROOT
+from tests.support.ray_cluster import REPO_ROOT
 
 
 @pytest.mark.timeout(300)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.ray_cluster import REPO_ROOT, child_env
+from tests.support.ray_cluster import REPO_ROOT, child_env
 
 SOAK_S = 30
 RATE_RPS = 25

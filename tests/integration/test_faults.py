@@ -39,12 +39,13 @@ from ray import serve
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, Validator, run_load_async
 from benchmarks.payloads import make_texts
 from benchmarks.stats import STATUS_TIMEOUT, RunRecord
-from serve_app.backends import RETRY_LOG_MESSAGE
-from tests.answers import valid_classifications, valid_embeddings
-from tests.fixtures_models import TinyModels, tiny_models
+from serve_app.routing.backends import RETRY_LOG_MESSAGE
 from tests.integration.conftest import ServeCluster
-from tests.integration.serve_apps import deploy, replica_details, wait_until
-from tests.tiny_models import CLASS_LABELS
+from tests.support.answers import valid_classifications, valid_embeddings
+from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.serve_apps import deploy, poll, replica_details, wait_until
+from tests.support.sse import parse_events
+from tests.support.tiny_models import CLASS_LABELS
 
 __all__ = ["tiny_models"]
 
@@ -300,10 +301,7 @@ def test_a_killed_model_replica_costs_no_idempotent_request(
 
 def wait_until_count(count: Any, timeout_s: float = 10.0) -> int:
     """`count()` once it is positive (log lines reach the file shortly after), else 0."""
-    deadline = time.monotonic() + timeout_s
-    while (value := int(count())) <= 0 and time.monotonic() < deadline:
-        time.sleep(0.25)
-    return value
+    return int(poll(lambda: int(count()), timeout_s))
 
 
 async def read_stream_killing_after(
@@ -339,8 +337,7 @@ def test_a_stream_losing_its_replica_ends_with_an_error_event(base_url: str) -> 
             f"{base_url}/v1/completions", {**body, "stream": True}, 10, victim
         )
     )
-    assert lines[-1] == "data: [DONE]"
-    events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    events = parse_events(lines)
     assert all(e["choices"][0]["finish_reason"] is None for e in events[:-1])
     error = events[-1]["error"]
     assert set(error) == {"message", "type", "param", "code"}

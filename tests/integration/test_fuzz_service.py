@@ -1,11 +1,11 @@
 """Hostile input against the real service over HTTP: a few hundred generated requests.
 
-The same strategies as the Ray-free fuzz (tests/hostile.py), driven from the service's own
-/openapi.json, now through Serve's proxy, the ingress and real models (the packaged MiniLM, a
-tiny GPT-2 and a tiny BERT classifier), so tokenizers and replicas see the odd inputs too. Plus
-what only a socket can send: a body shorter than its Content-Length, chunked bodies past the
-size limit, broken chunking. Nothing may answer 5xx (bar a 504 the client asked for), hang,
-or send an error that is not OpenAI-shaped.
+The same strategies as the Ray-free fuzz (tests/support/fuzz_requests.py), driven from the
+service's own /openapi.json, now through Serve's proxy, the ingress and real models (the packaged
+MiniLM, a tiny GPT-2 and a tiny BERT classifier), so tokenizers and replicas see the odd inputs
+too. Plus what only a socket can send: a body shorter than its Content-Length, chunked bodies
+past the size limit, broken chunking. Nothing may answer 5xx (bar a 504 the client asked for),
+hang, or send an error that is not OpenAI-shaped.
 """
 
 from __future__ import annotations
@@ -20,21 +20,19 @@ import pytest
 from hypothesis import given, settings
 from ray import serve
 
-from tests.fixtures_models import TinyModels, tiny_models
-from tests.hostile import (
-    FUZZ_SETTINGS,
+from tests.integration.conftest import ServeCluster
+from tests.support.answers import Tally, check_answer, check_error_body
+from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fuzz_requests import (
     SUPPORTED_GENERATION_OPTIONS,
     ApiShape,
     HostileRequest,
-    Tally,
     body_requests,
-    check_answer,
-    check_error_body,
     other_requests,
     valid_body_requests,
 )
-from tests.integration.conftest import ServeCluster
-from tests.integration.serve_apps import deploy
+from tests.support.fuzz_values import FUZZ_SETTINGS
+from tests.support.serve_apps import deploy
 
 __all__ = ["tiny_models"]
 

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from ray import serve
 
-from serve_app.client_address import CLIENT_ADDRESS_HEADER
-from serve_app.haproxy_wrapper import HEADERS_TIMEOUT_S
-from tests.answers import valid_embeddings
-from tests.fixtures_models import TinyModels, tiny_models
-from tests.hostile import check_error_body
+from serve_app.gateway.client_address import CLIENT_ADDRESS_HEADER
+from serve_app.gateway.haproxy_wrapper import HEADERS_TIMEOUT_S
 from tests.integration.conftest import ServeCluster
-from tests.integration.serve_apps import deploy
+from tests.support.answers import check_error_body, valid_embeddings
+from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.serve_apps import deploy
+from tests.support.sse import parse_events
 
 __all__ = ["tiny_models"]
 
@@ -132,9 +132,8 @@ async def stream_tokens(client: httpx.AsyncClient, url: str, key: str) -> tuple[
     async with client.stream("POST", url, json=body, headers=bearer(key)) as response:
         if response.status_code != 200:
             return response.status_code, check_error_body(await response.aread())
-        lines = [line async for line in response.aiter_lines() if line]
-    assert lines[-1] == "data: [DONE]"
-    return 200, [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+        lines = [line async for line in response.aiter_lines()]
+    return 200, parse_events(lines)
 
 
 def test_streamed_tokens_are_charged_and_cut_at_the_budget(base_url: str) -> None:
@@ -182,10 +181,8 @@ def test_a_stream_ends_at_its_deadline_with_an_error_event(base_url: str) -> Non
             client.stream("POST", f"{base_url}/v1/completions", json=body, headers=headers) as r,
         ):
             assert r.status_code == 200
-            lines = [line async for line in r.aiter_lines() if line]
-        events = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
-        assert lines[-1] == "data: [DONE]"
-        return events, time.monotonic() - started
+            lines = [line async for line in r.aiter_lines()]
+        return parse_events(lines), time.monotonic() - started
 
     events, took_s = asyncio.run(scenario())
     assert len(events) >= 2  # it was streaming

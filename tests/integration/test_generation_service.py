@@ -1,6 +1,6 @@
 """Generation, classification and aliases through HTTP on one real Serve application.
 
-Tiny random-weight models (tests/tiny_models.py): a GPT-2 with a chat template (continuous
+Tiny random-weight models (tests/support/tiny_models.py): a GPT-2 with a chat template (continuous
 batching, the default), the same weights without one (static batches), an nf4 copy, a BERT
 classifier and an int8 copy, plus an alias splitting 3:1.
 Outputs are compared with the same models run directly in this process.
@@ -9,7 +9,6 @@ Outputs are compared with the same models run directly in this process.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,8 +22,10 @@ from ray import serve
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from serve_app.app import build_app
-from tests.fixtures_models import TinyModels, tiny_models
 from tests.integration.conftest import ServeCluster
+from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.serve_apps import poll
+from tests.support.sse import parse_event, parse_events
 
 __all__ = ["tiny_models"]
 
@@ -115,12 +116,7 @@ def model_handle(name: str) -> Any:
 def wait_for_outcome(model: str, request_id: str, timeout_s: float = 30.0) -> Any:
     """How `request_id` ended on `model`'s replica, once it has (None after `timeout_s`)."""
     handle = model_handle(model)
-    deadline = time.monotonic() + timeout_s
-    while (outcome := handle.outcome.remote(request_id).result()) is None:
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.02)
-    return outcome
+    return poll(lambda: handle.outcome.remote(request_id).result(), timeout_s, poll_s=0.02)
 
 
 @contextmanager
@@ -152,8 +148,7 @@ async def read_sse(
                 lines.append(line)
                 if started is not None:
                     started.set()
-    assert lines[-1] == "data: [DONE]"
-    return [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    return parse_events(lines)
 
 
 def streamed_text(events: list[Any]) -> str:
@@ -318,8 +313,8 @@ def test_a_client_that_disconnects_frees_its_row_and_the_batch_goes_on(
     async def first_chunk_then_leave(client: httpx.AsyncClient) -> Any:
         async with client.stream("POST", url, json={**leaver, "stream": True}) as response:
             async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    return json.loads(line.removeprefix("data: "))  # closes the connection
+                if line:
+                    return parse_event(line)  # closes the connection
         raise AssertionError("no chunk arrived")
 
     async def leave_and_await_its_outcome(client: httpx.AsyncClient) -> tuple[Any, Any, float]:

@@ -12,8 +12,8 @@ from ray import serve
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from serve_app.app import build_app
-from tests.fixtures_models import TinyModels, tiny_models
 from tests.integration.conftest import ServeCluster
+from tests.support.fixtures_models import TinyModels, tiny_models
 
 __all__ = ["tiny_models"]
 

@@ -5,7 +5,7 @@ The model deployment is the packaged MiniLM with a small `max_ongoing_requests` 
 refused by Serve's router inside the real ingress: `BackPressureError` becomes the API's 503
 `overloaded` with `Retry-After`. Requests carry 16 texts each, so the model, not the HTTP
 path, is the bottleneck (smaller requests are gathered by the ingress; see
-tests/unit/test_coalescer_overload.py for how that queue is bounded).
+tests/unit/serve_app/embedding/test_coalescer.py for how that queue is bounded).
 
 Checked: every request is answered, with 200 or an OpenAI-shaped 503/429 carrying Retry-After;
 rejections come fast; accepted requests keep a p99 bounded by the queue the config allows; the
@@ -35,10 +35,9 @@ from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load_async
 from benchmarks.payloads import make_texts
 from benchmarks.schedule import poisson_arrivals_s
 from benchmarks.stats import percentile, summarize
-from tests.answers import valid_embeddings
-from tests.hostile import check_error_body
 from tests.integration.conftest import ServeCluster
-from tests.integration.serve_apps import deploy
+from tests.support.answers import check_error_body, valid_embeddings
+from tests.support.serve_apps import deploy
 
 APP = "overload"
 PREFIX = "/overload"

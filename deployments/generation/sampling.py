@@ -1,0 +1,142 @@
+"""Per-request sampling: each row its own temperature, top_p and seed, in a static batch's one
+`generate` (PerRowSampling) and in continuous batching (SlotSampling), with the same semantics.
+
+transformers' `generate` takes one temperature for the whole batch, so the service samples each row
+itself in a logits processor and leaves a single finite logit; `generate` then runs greedy and
+picks exactly that token. Greedy rows (temperature 0) are left untouched, so their output is what
+plain greedy `generate` gives.
+
+Continuous batching builds its logits processors from one generation config and samples every
+row with one shared RNG, so a seed could not make a request reproducible. Instead each sampled
+request carries a slot number in its `logit_processor_kwargs`; SlotSampling looks the slot up,
+samples that row itself and pins the choice, and the loop's greedy argmax takes it. Greedy
+requests carry no slot and are left untouched.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.continuous_batching.cb_logits_processors import (
+    ContinuousBatchingLogitsProcessor,
+    ContinuousBatchingLogitsProcessorList,
+)
+
+from deployments.contract import SamplingParams
+
+
+def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero all but the smallest set of most likely tokens whose mass reaches `top_p` (1-D)."""
+    if top_p >= 1.0:
+        return probs
+    sorted_probs, order = torch.sort(probs, descending=True)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep_sorted = mass_before < top_p
+    # The most likely token is always kept, even for a top_p that rounds to 0 in float32.
+    keep_sorted[..., 0] = True
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return torch.where(keep, probs, torch.zeros_like(probs))
+
+
+def sample_token(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> int:
+    """Draw one token id from 1-D `logits` at `temperature` (> 0) with nucleus `top_p`."""
+    # Scaled from the top logit, in float64: the top token gets 0 and the rest at most -inf, so
+    # no temperature, however close to 0, overflows (or, as a float32, divides 0 by 0).
+    shifted = logits.double() - logits.double().max()
+    probs = torch.softmax((shifted / temperature).float(), dim=-1)
+    probs = top_p_filter(probs, top_p)
+    return int(torch.multinomial(probs, num_samples=1, generator=generator).item())
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    generator = torch.Generator(device=device)
+    if seed is None:
+        generator.seed()  # fresh entropy, independent of the global RNG
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+class PerRowSampling(LogitsProcessor):
+    """Samples each non-greedy row with its own parameters and RNG, then pins the choice."""
+
+    def __init__(self, params: Sequence[SamplingParams]) -> None:
+        self._params = list(params)
+        self._generators: dict[int, torch.Generator] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, params in enumerate(self._params):
+            if params.greedy:
+                continue
+            generator = self._generators.get(row)
+            if generator is None:
+                generator = self._generators[row] = make_generator(params.seed, scores.device)
+            pin_sampled_token(scores[row], params, generator)
+        return scores
+
+
+def pin_sampled_token(
+    row_scores: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> None:
+    """Sample one token for a row in place: it keeps logit 0, every other token -inf, so the
+    greedy choice that follows picks exactly it."""
+    token = sample_token(row_scores, params.temperature, params.top_p, generator)
+    row_scores.fill_(float("-inf"))
+    row_scores[token] = 0.0
+
+
+SLOT_KWARG = "sampling_slot"
+_NO_SLOT = -1
+
+
+class SlotSampling(ContinuousBatchingLogitsProcessor):
+    supported_kwargs: dict[str, type] = {SLOT_KWARG: int}  # noqa: RUF012 (transformers' API)
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._slots = itertools.count()
+        # Written by the event loop, read by the generation thread: single dict operations.
+        self._rows: dict[int, tuple[SamplingParams, torch.Generator]] = {}
+
+    def register(self, params: SamplingParams, device: torch.device) -> dict[str, int]:
+        """The kwargs to add a sampled request with; greedy requests need none."""
+        if params.greedy:
+            return {}
+        slot = next(self._slots)
+        self._rows[slot] = (params, make_generator(params.seed, device))
+        return {SLOT_KWARG: slot}
+
+    def release(self, kwargs: dict[str, int]) -> None:
+        if SLOT_KWARG in kwargs:
+            self._rows.pop(kwargs[SLOT_KWARG], None)
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(_NO_SLOT)
+
+    def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
+        slots = [
+            request.state.logit_processor_kwargs.get(SLOT_KWARG, _NO_SLOT)
+            for request in requests_with_new_token
+        ]
+        return torch.tensor(slots, dtype=torch.int32, device="cpu")
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        for row, slot in enumerate(tensor_arg[: scores.size(0)].tolist()):
+            entry = self._rows.get(slot) if slot != _NO_SLOT else None
+            if entry is not None:
+                pin_sampled_token(scores[row], *entry)
+        return scores
+
+
+def processor_list(sampling: SlotSampling) -> ContinuousBatchingLogitsProcessorList:
+    """The manager's processor list, holding only `sampling` (with its one argument row)."""
+    processors = ContinuousBatchingLogitsProcessorList(LogitsProcessorList([sampling]))
+    # The list counts argument rows only for processors it converted itself; ours needs one.
+    processors.tensors_required = 1
+    return processors

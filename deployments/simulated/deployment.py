@@ -1,0 +1,81 @@
+"""A simulated accelerator: a model deployment whose forward pass is a sleep.
+
+One batch takes ``service_a_s + service_b_s * batch`` seconds spent in
+``asyncio.sleep``, so dozens of replicas fit on two cores (``num_cpus: 0``)
+and behave, for the autoscaler, like a batched model: ``@serve.batch`` forms
+the batches, the knobs come from ``user_config`` (live through
+``reconfigure``), and every request is recorded in ``ReplicaStats`` and
+reported through ``record_autoscaling_stats``. ``autoscaling.simulator.service_model``
+predicts its capacity from the same numbers.
+
+Requests: ``handle.infer.remote(payload)`` or any HTTP request to the route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from starlette.requests import Request
+
+from autoscaling.replica_stats import ReplicaStats, Timed
+from deployments.batching.passes import BatchSettings
+from deployments.replica.observation import BatchRecord
+
+
+class SimulatedSettings(BaseModel):
+    """``user_config`` of the simulated accelerator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int = Field(default=8, ge=1, le=4096)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=10.0)
+    service_a_s: float = Field(default=0.02, ge=0.0, description="fixed cost of one pass")
+    service_b_s: float = Field(default=0.005, ge=0.0, description="cost per batch item")
+
+    def service_time_s(self, batch_size: int) -> float:
+        return self.service_a_s + self.service_b_s * batch_size
+
+    def batching(self) -> BatchSettings:
+        return BatchSettings(
+            max_batch_size=self.max_batch_size, batch_wait_timeout_s=self.batch_wait_timeout_s
+        )
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+class SimulatedAccelerator:
+    """Answers each request with the size of the batch it rode in."""
+
+    def __init__(self, stats_window_s: float = 10.0) -> None:
+        self._settings = SimulatedSettings()
+        self._stats = ReplicaStats(window_s=stats_window_s)
+        self._batches = BatchRecord()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._settings = SimulatedSettings.model_validate(user_config or {})
+        self._settings.batching().apply_to(self._infer_batch)
+
+    async def infer(self, payload: str = "") -> dict[str, Any]:
+        return await self._infer_batch(Timed(payload, time.monotonic()))
+
+    async def __call__(self, request: Request) -> dict[str, Any]:
+        body = await request.body()
+        return await self.infer(body.decode("utf-8", errors="replace"))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _infer_batch(self, items: list[Timed[str]]) -> list[dict[str, Any]]:
+        started_at = time.monotonic()
+        await asyncio.sleep(self._settings.service_time_s(len(items)))
+        self._stats.observe_batch([i.enqueued_at for i in items], started_at, time.monotonic())
+        self._batches.add(len(items))
+        return [{"batch_size": len(items), "payload": item.item} for item in items]
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        return self._stats.snapshot(time.monotonic())
+
+    def batch_sizes(self) -> list[int]:
+        """Sizes of recent batches on this replica, oldest first."""
+        return self._batches.sizes()

@@ -1,0 +1,57 @@
+"""The steps every model route takes, shared by the task routers: read the body under the
+request's deadline, resolve the model, and run the call on it (or its fallback) within the
+deadline, noting which model answered."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from serve_app.embedding.cache import CachedEmbedder
+from serve_app.gateway.body import parse_json_body
+from serve_app.gateway.deadline import Deadline
+from serve_app.gateway.rate_limit import TokenMeter
+from serve_app.protocol import Task
+from serve_app.routing.fallback import FALLBACK_HEADER, FallbackRouter
+from serve_app.routing.registry import ModelRegistry, ServedModel
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Call = Callable[[ServedModel], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    registry: ModelRegistry
+    fallback: FallbackRouter
+    embedder: CachedEmbedder
+    max_request_body_bytes: int
+
+    async def read(self, request: Request, schema: type[ModelT]) -> ModelT:
+        """The body, read under the request's deadline (the gateway started it on arrival)."""
+        deadline: Deadline = request.state.deadline
+        return await deadline.read_body(
+            parse_json_body(request, schema, self.max_request_body_bytes)
+        )
+
+    def resolve(self, name: str, task: Task) -> ServedModel:
+        return self.registry.resolve(name, task)
+
+    async def answer(self, request: Request, model: ServedModel, call: Call) -> Response:
+        """Run `call` within the request's deadline, on `model` or its fallback."""
+        deadline: Deadline = request.state.deadline
+        response, routed = await deadline.run(self.fallback.call(model, call))
+        request.state.model = routed.model.name
+        if routed.fallback_reason is not None:
+            response.headers[FALLBACK_HEADER] = model.name
+            response.headers["x-fallback-reason"] = routed.fallback_reason
+        return response
+
+
+def limits(request: Request) -> tuple[Deadline, TokenMeter]:
+    """The request's deadline and token meter, both set by the gateway middleware."""
+    return request.state.deadline, request.state.meter

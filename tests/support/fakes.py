@@ -1,0 +1,127 @@
+"""Deterministic stand-ins for model backends, for tests that exercise the API without Ray."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import numpy as np
+
+from deployments.contract import (
+    Classification,
+    EmbeddingBatch,
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+)
+
+FAKE_DIMENSIONS = 8
+
+
+def fake_vector(text: str, dimensions: int = FAKE_DIMENSIONS) -> np.ndarray:
+    """A unit vector that depends only on `text`."""
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    vector = np.random.default_rng(seed).standard_normal(dimensions).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+class FakeEmbeddingBackend:
+    """Answers like the embedding deployment: one unit vector per text, tokens = words + 2."""
+
+    def __init__(self, *, ready: bool = True, error: Exception | None = None) -> None:
+        self.ready = ready
+        self.error = error
+        self.calls: list[list[str]] = []
+
+    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        self.calls.append(list(texts))
+        if self.error is not None:
+            raise self.error
+        return EmbeddingBatch(
+            vectors=np.stack([fake_vector(text) for text in texts]),
+            token_counts=[len(text.split()) + 2 for text in texts],
+        )
+
+    async def describe(self, timeout_s: float) -> dict[str, Any] | None:
+        if not self.ready:
+            return None
+        return {"task": "embedding", "dimensions": FAKE_DIMENSIONS, "device": "cpu"}
+
+
+FAKE_LABELS = ("negative", "positive")
+FAKE_PIECES = ("Once", " upon", " a", " time", " there", " was", " a", " fake")
+
+
+class FakeClassificationBackend:
+    """Answers like the classification deployment: a label per text from a hash of the text."""
+
+    def __init__(self, *, ready: bool = True, error: Exception | None = None) -> None:
+        self.ready = ready
+        self.error = error
+        self.calls: list[list[str]] = []
+
+    async def classify(self, texts: list[str]) -> list[Classification]:
+        self.calls.append(list(texts))
+        if self.error is not None:
+            raise self.error
+        return [self._one(text) for text in texts]
+
+    @staticmethod
+    def _one(text: str) -> Classification:
+        positive = float(fake_vector(text, 2)[0] * 0.5 + 0.5)
+        scores = {FAKE_LABELS[0]: 1.0 - positive, FAKE_LABELS[1]: positive}
+        label = max(scores, key=lambda name: scores[name])
+        return Classification(label, scores[label], scores, len(text.split()) + 2)
+
+    async def describe(self, timeout_s: float) -> dict[str, Any] | None:
+        if not self.ready:
+            return None
+        return {"task": "classification", "labels": list(FAKE_LABELS), "device": "cpu"}
+
+
+class FakeGenerationBackend:
+    """Answers like the generation deployment: FAKE_PIECES cut to max_tokens, one token each;
+    prompt tokens are the prompt's (or the messages') words. Streams end with a finish_reason."""
+
+    def __init__(self, *, ready: bool = True, error: Exception | None = None) -> None:
+        self.ready = ready
+        self.error = error
+        self.requests: list[GenerationRequest] = []
+
+    def _chunks(self, request: GenerationRequest) -> list[GenerationChunk]:
+        prompt = request.prompt or " ".join(m.content for m in request.messages or ())
+        prompt_tokens = len(prompt.split())
+        pieces = FAKE_PIECES[: request.max_tokens]
+        reason: FinishReason = "length" if request.max_tokens <= len(FAKE_PIECES) else "stop"
+        return [
+            GenerationChunk(text, prompt_tokens, i + 1, reason if i == len(pieces) - 1 else None)
+            for i, text in enumerate(pieces)
+        ]
+
+    async def generate(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        chunks = self._chunks(request)
+        last = chunks[-1]
+        assert last.finish_reason is not None
+        return GenerationResult(
+            "".join(chunk.text for chunk in chunks),
+            last.prompt_tokens,
+            last.completion_tokens,
+            last.finish_reason,
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        for chunk in self._chunks(request):
+            yield chunk
+
+    async def describe(self, timeout_s: float) -> dict[str, Any] | None:
+        if not self.ready:
+            return None
+        return {"task": "generation", "device": "cpu", "context_tokens": 4096}

@@ -1,0 +1,64 @@
+"""Applications on the tier's Serve instance: deployed as `serve deploy` deploys a config,
+waited for, and their replicas as Serve's controller reports them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ray import serve
+from ray.serve.schema import ServeDeploySchema
+
+DEPLOY_TIMEOUT_S = 300.0
+T = TypeVar("T")
+
+
+def poll(value: Callable[[], T], timeout_s: float, poll_s: float = 0.25) -> T:
+    """The first truthy `value()` within `timeout_s`, else the last (falsy) one."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := value()) and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return result
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.25
+) -> float:
+    """Seconds until `condition()` held; AssertionError naming `what` after `timeout_s`."""
+    started = time.monotonic()
+    if not poll(condition, timeout_s, poll_s):
+        raise AssertionError(f"{what} not within {timeout_s:.0f} s")
+    return time.monotonic() - started
+
+
+def app_running(app: str) -> bool:
+    status = serve.status().applications.get(app)
+    return status is not None and status.status == "RUNNING"
+
+
+def deploy(config: dict[str, Any], timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
+    """Apply one application's config, as `serve deploy` does, and wait until it runs."""
+    client = serve.context._get_global_client()
+    assert client is not None
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [config]}))
+    wait_until(lambda: app_running(config["name"]), timeout_s, f"application {config['name']}")
+
+
+def replica_details(app: str, deployment: str) -> list[dict[str, Any]]:
+    client = serve.context._get_global_client()
+    assert client is not None
+    details: list[dict[str, Any]] = client.get_serve_details()["applications"][app]["deployments"][
+        deployment
+    ]["replicas"]
+    return details
+
+
+def running_pids(app: str, deployment: str) -> set[int]:
+    """PIDs of the deployment's RUNNING replicas."""
+    return {
+        int(replica["pid"])
+        for replica in replica_details(app, deployment)
+        if str(getattr(replica["state"], "value", replica["state"])) == "RUNNING"
+        and replica.get("pid")
+    }

