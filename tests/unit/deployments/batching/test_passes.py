@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from autoscaling.replica_stats import Timed
-from deployments.batching.passes import ForwardMerger
+from deployments.batching.passes import MIN_INPUTS_PER_PART, ForwardMerger
 
 
 class GatedModel:
@@ -175,3 +175,61 @@ def test_a_single_pass_merger_never_runs_two_at_once() -> None:
 
     asyncio.run(scenario())
     assert model.most_at_once == 1
+
+
+# Sizes in parts of the smallest split (MIN_INPUTS_PER_PART inputs).
+M = MIN_INPUTS_PER_PART
+
+
+@pytest.mark.parametrize(
+    ("parallel_passes", "inputs", "parts"),
+    [
+        (2, 2 * M, [M, M]),
+        (2, 2 * M + 1, [M + 1, M]),
+        (2, 2 * M - 1, [2 * M - 1]),
+        (1, 2 * M, [2 * M]),
+        (3, 2 * M + 2, [M + 1, M + 1]),
+        (3, 3 * M, [M, M, M]),
+    ],
+)
+def test_a_lone_pass_splits_across_idle_slots(
+    parallel_passes: int, inputs: int, parts: list[int]
+) -> None:
+    model = CountingModel()
+    passes = ForwardMerger(
+        ThreadPoolExecutor(max_workers=parallel_passes),
+        model,
+        lambda *_: None,
+        lambda: 0.0,
+        parallel_passes,
+    )
+
+    async def scenario() -> list[int]:
+        lone = asyncio.create_task(passes.submit(timed(*range(inputs)), 64))
+        await asyncio.sleep(0.05)  # every part has started and is held by the model
+        model.release.set()
+        return await lone
+
+    results = asyncio.run(scenario())
+    assert results == [2 * item for item in range(inputs)]  # in order, whatever the split
+    assert sorted(len(batch) for batch in model.passes) == sorted(parts)
+    assert model.most_at_once == len(parts)
+
+
+def test_a_pass_beside_a_running_one_is_not_split() -> None:
+    model = CountingModel()
+    passes = ForwardMerger(
+        ThreadPoolExecutor(max_workers=2), model, lambda *_: None, lambda: 0.0, 2
+    )
+
+    async def scenario() -> None:
+        first = asyncio.create_task(passes.submit(timed(*range(2 * M)), 64))
+        await asyncio.sleep(0.05)  # split over both slots, held by the model
+        second = asyncio.create_task(passes.submit(timed(*range(100, 100 + 2 * M)), 64))
+        await asyncio.sleep(0.05)
+        model.release.set()
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+    assert [len(batch) for batch in model.passes[:2]] == [M, M]
+    assert [len(batch) for batch in model.passes[2:]] == [2 * M]  # no slot was idle then
