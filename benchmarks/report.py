@@ -111,7 +111,7 @@ def ratio_table(scenarios: Sequence[ScenarioSummary]) -> str:
             _fmt(s.p50_ms, ".1f"),
             _fmt(s.p95_ms, ".1f"),
             _fmt(s.p99_ms, ".1f"),
-            _fmt(s.ratios.p50_vs_ceiling_latency, ".1f"),
+            _fmt(s.ratios.p50_vs_ceiling_latency, ".2f"),
             _fmt(s.ratios.p99_over_p50, ".1f"),
             errors,
             f"{s.generator_cpu_fraction:.0%}",

@@ -64,9 +64,10 @@ class Plan:
     duration_s: float = 20.0
     warmup_s: float = 2.0
     repeats: int = 1
-    single_concurrencies: tuple[int, ...] = (32, 128)
+    # 1 client is the lone request (latency against one in-process pass); 128 is saturation.
+    single_concurrencies: tuple[int, ...] = (1, 8, 32, 128)
     multi_inputs: int = 32
-    multi_concurrency: int = 4
+    multi_concurrencies: tuple[int, ...] = (1, 4)
     # Also the generation ceiling's batch: the most requests this load lets the service batch.
     completions_concurrency: int = 8
     sweep_fractions: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
@@ -198,13 +199,9 @@ def run_standard_set(
         runner.scenario(f"single c={c}", single, ClosedLoop(c), total_s)
         for c in plan.single_concurrencies
     ]
-    results.append(
-        runner.scenario(
-            f"{plan.multi_inputs}-input c={plan.multi_concurrency}",
-            multi,
-            ClosedLoop(plan.multi_concurrency),
-            total_s,
-        )
+    results.extend(
+        runner.scenario(f"{plan.multi_inputs}-input c={c}", multi, ClosedLoop(c), total_s)
+        for c in plan.multi_concurrencies
     )
     max_rps = max(r.throughput_rps for r in results if r.inputs_per_request == 1)
     if max_rps > 0:
@@ -287,9 +284,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         nargs="+",
         default=None,
-        help="closed-loop single-input concurrencies (default 32 128)",
+        help="closed-loop single-input concurrencies (default 1 8 32 128)",
     )
-    parser.add_argument("--multi-concurrency", type=int, default=None)
+    parser.add_argument(
+        "--multi-concurrency",
+        type=int,
+        nargs="+",
+        default=None,
+        help="closed-loop concurrencies of multi-input requests (default 1 4)",
+    )
     parser.add_argument("--multi-inputs", type=int, default=None)
     parser.add_argument(
         "--sweep",
@@ -338,7 +341,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         "warmup_s": args.warmup_s,
         "repeats": args.repeats,
         "single_concurrencies": tuple(args.concurrency) if args.concurrency else None,
-        "multi_concurrency": args.multi_concurrency,
+        "multi_concurrencies": tuple(args.multi_concurrency) if args.multi_concurrency else None,
         "multi_inputs": args.multi_inputs,
         "completions_concurrency": args.completions_concurrency,
         "sweep_fractions": tuple(args.sweep) if args.sweep else None,

@@ -126,6 +126,9 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
     single = [s for s in embeddings if s.inputs_per_request == 1 and s.offered_rps is None]
     multi = [s for s in embeddings if s.inputs_per_request > 1]
     sweep = [s for s in embeddings if s.offered_rps is not None]
+    # A lone request: one client, waiting for each answer before sending the next.
+    lone_single = next((s for s in single if s.load == "closed c=1"), None)
+    lone_multi = next((s for s in multi if s.load == "closed c=1"), None)
     best_single = max(single, key=lambda s: s.inputs_per_s, default=None)
     best_multi = max(multi, key=lambda s: s.inputs_per_s, default=None)
     peak_rps = best_single.throughput_rps if best_single else None
@@ -141,6 +144,12 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
         if best_single
         else None,
         "multi_input_vs_ceiling": best_multi.ratios.inputs_per_s_vs_ceiling if best_multi else None,
+        "lone_single_p50_vs_pass": lone_single.ratios.p50_vs_ceiling_latency
+        if lone_single
+        else None,
+        "lone_multi_p50_vs_encode": lone_multi.ratios.p50_vs_ceiling_latency
+        if lone_multi
+        else None,
         "p99_over_p50_at_70pct": near_70.ratios.p99_over_p50 if near_70 else None,
         "completions_vs_ceiling": completions[0].ratios.inputs_per_s_vs_ceiling
         if completions

@@ -9,6 +9,7 @@ GenerationChunk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -95,6 +96,13 @@ class GenerationChunk:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason | None = None
+
+    @classmethod
+    def joined(cls, chunks: Sequence[GenerationChunk]) -> GenerationChunk:
+        """Consecutive chunks of one request as one: their text, the last one's counts."""
+        last = chunks[-1]
+        text = "".join(chunk.text for chunk in chunks)
+        return cls(text, last.prompt_tokens, last.completion_tokens, last.finish_reason)
 
 
 @dataclass(frozen=True)

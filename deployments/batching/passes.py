@@ -58,6 +58,10 @@ class ForwardMerger(Generic[In, Out]):
         self._drainers: list[asyncio.Task[None]] = []
         self._running = 0  # passes on the executor's threads now
 
+    def idle(self) -> bool:
+        """No pass runs and none waits."""
+        return self._running == 0 and not self._waiting
+
     async def submit(self, batch: list[Timed[In]], max_inputs: int) -> list[Out]:
         answer = self._waiting.put(batch)
         # A drainer whose loop has ended is done() at once, before its callbacks run.

@@ -43,7 +43,7 @@ class ClassificationDeployment(ModelReplica):
         return self._classify_batch
 
     async def classify(self, texts: list[str]) -> list[Classification]:
-        return await self._each(texts, self._classify_batch)
+        return await self._each(texts, self._classify_batch, self._passes)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, max_concurrent_batches=8)
     async def _classify_batch(self, texts: list[Timed[str]]) -> list[Classification]:

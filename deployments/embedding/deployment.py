@@ -50,7 +50,7 @@ class EmbeddingDeployment(ModelReplica):
         return self._embed_batch
 
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
-        results = await self._each(texts, self._embed_batch)
+        results = await self._each(texts, self._embed_batch, self._passes)
         return EmbeddingBatch(
             vectors=np.stack([vector for vector, _ in results]),
             token_counts=[count for _, count in results],

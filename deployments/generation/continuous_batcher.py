@@ -164,7 +164,13 @@ class ContinuousBatcher:
         if self._manager.is_running():
             self._manager.stop(block=True, timeout=10)
 
-    async def stream(self, job: GenerationJob) -> AsyncGenerator[GenerationChunk, None]:
+    async def stream(
+        self, job: GenerationJob, every_step: bool = True
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        """The job's text as it is generated: at most one chunk per wake-up of this event loop,
+        holding every token the loop produced since the last one. `every_step=False` (a caller
+        that only wants the whole answer): without stop sequences to watch, the loop hands over
+        the tokens once, at the end, instead of once per decoding step."""
         # One request larger than the whole cache can never be scheduled, and transformers'
         # loop dies of it; `GenerationModel.prepare(request, cache_tokens)` refuses it first.
         needed = len(job.prompt_ids) + job.max_tokens
@@ -176,7 +182,7 @@ class ContinuousBatcher:
         try:
             # aclosing: a caller that stops early must end `_run` now (cancelling its row), not
             # whenever the garbage collector finalizes it.
-            async with aclosing(self._run(job)) as chunks:
+            async with aclosing(self._run(job, every_step or bool(job.stop))) as chunks:
                 async for chunk in chunks:
                     yield chunk
         finally:
@@ -184,7 +190,9 @@ class ContinuousBatcher:
             self._admission.release()
             self._observer.observe_request(enqueued_at, started_at, time.monotonic(), running)
 
-    async def _run(self, job: GenerationJob) -> AsyncGenerator[GenerationChunk, None]:
+    async def _run(
+        self, job: GenerationJob, per_step: bool
+    ) -> AsyncGenerator[GenerationChunk, None]:
         row = RowProgress(job, self._model.tokenizer, self._model.eos_ids)
         request_id = f"{job.request_id}#{next(self._ids)}"
         outputs: asyncio.Queue[Any] = asyncio.Queue()
@@ -197,27 +205,32 @@ class ContinuousBatcher:
                 job.prompt_ids,
                 request_id=request_id,
                 max_new_tokens=job.max_tokens,
-                streaming=True,
+                streaming=per_step,
                 eos_token_id=self._eos,
                 **sampling,
             )
             seen = 0
             while not row.finished:
                 output = await self._next_output(outputs)
+                # Outputs carry every token so far: when the loop ran ahead, the newest is enough.
+                while output.error is None and not outputs.empty():
+                    output = outputs.get_nowait()
                 if output.error is not None:
                     loop_done = True
                     raise RuntimeError(f"generation of {job.request_id} failed: {output.error}")
                 tokens = output.generated_tokens
+                chunks: list[GenerationChunk] = []
                 for token in tokens[seen:]:
-                    chunk = row.advance(token)
-                    if chunk is not None:
-                        yield chunk
+                    if (chunk := row.advance(token)) is not None:
+                        chunks.append(chunk)
                     if row.finished:
                         break
                 seen = len(tokens)
                 loop_done = output.is_finished()
                 if loop_done and not row.finished and (chunk := row.end()) is not None:
-                    yield chunk
+                    chunks.append(chunk)
+                if chunks:
+                    yield GenerationChunk.joined(chunks)
         finally:
             if not loop_done:  # a stop sequence, or the caller went away: free the row now
                 self._manager.cancel_request(request_id)

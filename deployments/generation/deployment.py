@@ -13,7 +13,7 @@ class without importing them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -97,19 +97,18 @@ class GenerationDeployment(ModelReplica):
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """The request's chunks as they are generated; call with `handle.options(stream=True)`."""
-        job = self._batcher.prepare(request)
-        # aclosing: when the caller goes away, its row leaves the batch now, not whenever the
-        # garbage collector finalizes the inner generator.
-        async with aclosing(self._batcher.stream(job)) as chunks:
+        async with aclosing(self._chunks(request, every_step=True)) as chunks:
             async for chunk in chunks:
                 yield chunk
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
+        """The whole answer in one reply: no stream, inside the replica or across the handle."""
         texts: list[str] = []
         last: GenerationChunk | None = None
-        async for chunk in self.stream(request):
-            texts.append(chunk.text)
-            last = chunk
+        async with aclosing(self._chunks(request, every_step=False)) as chunks:
+            async for chunk in chunks:
+                texts.append(chunk.text)
+                last = chunk
         if last is None or last.finish_reason is None:
             raise RuntimeError(f"generation of {request.request_id} ended without a finish")
         return GenerationResult(
@@ -118,6 +117,16 @@ class GenerationDeployment(ModelReplica):
             completion_tokens=last.completion_tokens,
             finish_reason=last.finish_reason,
         )
+
+    async def _chunks(
+        self, request: GenerationRequest, every_step: bool
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        job = self._batcher.prepare(request)
+        # aclosing: when the caller goes away, its row leaves the batch now, not whenever the
+        # garbage collector finalizes the inner generator.
+        async with aclosing(self._batcher.stream(job, every_step)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def _batching_card(self) -> dict[str, object]:
         return self._settings.model_dump() | self._batcher.describe()

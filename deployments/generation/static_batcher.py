@@ -51,7 +51,11 @@ class StaticBatcher:
     def apply(self, settings: BatchSettings) -> None:
         settings.apply_to(self._batched)
 
-    async def stream(self, job: GenerationJob) -> AsyncGenerator[GenerationChunk, None]:
+    async def stream(
+        self, job: GenerationJob, every_step: bool = True
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        """The job's chunks, one per decoding step that produced text (`every_step` is the
+        batchers' common interface: one `generate` per batch decodes every step either way)."""
         try:
             async for chunk in self._batched(job):
                 if chunk is None:

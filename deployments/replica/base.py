@@ -69,6 +69,7 @@ class ModelReplica:
         )
         self._settings = settings or BatchSettings()
         self._observer = BatchObserver(model_name)
+        self._requests_inside = 0  # calls now in `_each`
 
     def _batch_method(self) -> Any:
         """The replica's `@serve.batch` method, whose knobs `reconfigure` sets."""
@@ -79,17 +80,31 @@ class ModelReplica:
         self._settings.apply_to(self._batch_method())
 
     async def _each(
-        self, items: Sequence[In], submit: Callable[[Timed[In]], Awaitable[Out]]
+        self,
+        items: Sequence[In],
+        submit: Callable[[Timed[In]], Awaitable[Out]],
+        merger: ForwardMerger[In, Out],
     ) -> list[Out]:
         """Submit items to the batch queue one per entry, at most `max_batch_size` at a time,
-        so one large request takes turns with everyone else instead of holding the model."""
-        results: list[Out] = []
-        step = self._settings.max_batch_size
-        for start in range(0, len(items), step):
-            now = time.monotonic()
-            chunk = items[start : start + step]
-            results.extend(await asyncio.gather(*(submit(Timed(i, now)) for i in chunk)))
-        return results
+        so one large request takes turns with everyone else instead of holding the model.
+
+        A request that finds the replica idle (no other request inside, no pass running or
+        waiting) skips the batch queue and its wait: nothing could join it, so it is the next
+        pass at once (a lone one-input request waited the whole `batch_wait_timeout_s`)."""
+        self._requests_inside += 1
+        try:
+            step = self._settings.max_batch_size
+            if self._requests_inside == 1 and merger.idle() and len(items) <= step:
+                now = time.monotonic()
+                return await self._forward(merger, [Timed(item, now) for item in items])
+            results: list[Out] = []
+            for start in range(0, len(items), step):
+                now = time.monotonic()
+                chunk = items[start : start + step]
+                results.extend(await asyncio.gather(*(submit(Timed(i, now)) for i in chunk)))
+            return results
+        finally:
+            self._requests_inside -= 1
 
     def _merged_forward(self, run: Callable[[list[In]], list[Out]]) -> ForwardMerger[In, Out]:
         """Forward passes of `run` on the forward threads, merging batches that wait for one."""

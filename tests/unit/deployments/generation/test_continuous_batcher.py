@@ -8,6 +8,7 @@ object disturb each other. `model` is the reference, which no loop touches."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -105,11 +106,52 @@ def test_stop_sequence_cuts_the_text_like_the_static_path(
     stop = full[6:9]
     expected = static(model, job(model, PROMPTS[0], 20, stop=(stop,)))
     got = asyncio.run(chunks(engine.engine, job(model, PROMPTS[0], 20, stop=(stop,))))
-    assert text(got) == full[: full.index(stop)]
-    assert got[-1].finish_reason == "stop"
-    assert got == expected
+    assert text(got) == text(expected) == full[: full.index(stop)]
+    assert (got[-1].finish_reason, got[-1].completion_tokens) == (
+        "stop",
+        expected[-1].completion_tokens,
+    )
     # The row was cancelled in the loop when the stop matched: nothing is left running.
     assert engine.engine.running == 0
+
+
+def test_whole_answers_equal_streamed_ones_and_stop_sequences_still_end_rows_early(
+    engine: Engine, model: GenerationModel
+) -> None:
+    full = direct_greedy(model, PROMPTS[0], 20)[0]
+    stop = full[6:9]
+
+    async def whole(works: list[GenerationJob]) -> list[list[GenerationChunk]]:
+        async def one(work: GenerationJob) -> list[GenerationChunk]:
+            return [chunk async for chunk in engine.engine.stream(work, every_step=False)]
+
+        return list(await asyncio.gather(*(one(w) for w in works)))
+
+    plain, stopped = asyncio.run(
+        whole([job(model, PROMPTS[1], 25), job(model, PROMPTS[0], 20, stop=(stop,))])
+    )
+    assert len(plain) == 1  # handed over once, at the end
+    assert text(plain) == direct_greedy(model, PROMPTS[1], 25)[0]
+    assert (plain[-1].finish_reason, plain[-1].completion_tokens) == ("length", 25)
+    assert text(stopped) == full[: full.index(stop)]
+    assert stopped[-1].finish_reason == "stop"
+    assert engine.engine.running == 0
+
+
+def test_a_reader_that_falls_behind_gets_the_tokens_since_in_one_chunk(
+    engine: Engine, model: GenerationModel
+) -> None:
+    async def read_slowly() -> tuple[GenerationChunk, list[GenerationChunk]]:
+        stream = engine.engine.stream(job(model, PROMPTS[0], 30))
+        first = await anext(stream)
+        # Blocks the event loop on purpose: the generation thread runs ahead meanwhile.
+        time.sleep(0.5)  # noqa: ASYNC251
+        return first, [chunk async for chunk in stream]
+
+    first, rest = asyncio.run(read_slowly())
+    assert first.text + text(rest) == direct_greedy(model, PROMPTS[0], 30)[0]
+    assert len(rest) < 5 < 30 - first.completion_tokens  # not one chunk per token
+    assert (rest[-1].finish_reason, rest[-1].completion_tokens) == ("length", 30)
 
 
 def test_seeded_sampling_equals_the_static_path_and_repeats(
