@@ -42,6 +42,12 @@ class GenerationCeiling:
     single_request_ms: float
     measured_at: str
 
+    @property
+    def step_ms(self) -> float:
+        """One decoding step of the whole batch, prefill shared out: the in-process loop's own
+        inter-token time, against which a stream's token gaps are read."""
+        return self.batch_size / self.requests_per_s / self.max_tokens * 1e3
+
 
 class _Generator:
     """Left-padded greedy `generate` over batches of prompts; counts the tokens it produced."""

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -103,6 +104,8 @@ class Target:
     inputs_per_request: int = 1
     headers: dict[str, str] = field(default_factory=dict)
     validator: Validator | None = None
+    # Server-Sent Events: the time of each event with text is recorded as it arrives.
+    streamed: bool = False
 
     def __post_init__(self) -> None:
         require_loopback(self.url)
@@ -118,6 +121,7 @@ class Target:
             bodies=requests.bodies,
             inputs_per_request=requests.inputs_per_request,
             headers=headers or {},
+            streamed=requests.streamed,
         )
 
 
@@ -136,19 +140,22 @@ class _Sender:
         self._url = target.url
         self._headers = {**_JSON_HEADERS, **target.headers}
         self._validator = target.validator
+        self._streamed = target.streamed
         self._record = record
         self._t0_s = t0_s
         self._bar = bar
 
     async def send(self, body: bytes, start_s: float) -> None:
         """`start_s` is absolute perf_counter time the latency is measured from."""
-        status = await self._status_of(body)
+        status = await self._status_of(body, start_s)
         self._record.add(start_s - self._t0_s, time.perf_counter() - start_s, status)
         self._bar.update(1)
 
-    async def _status_of(self, body: bytes) -> int:
+    async def _status_of(self, body: bytes, start_s: float) -> int:
         try:
             async with self._session.post(self._url, data=body, headers=self._headers) as response:
+                if self._streamed and response.status == 200:
+                    return await self._read_events(response, start_s)
                 payload = await response.read()  # frees the connection for reuse
                 ok = 200 <= response.status < 300
                 if ok and self._validator is not None and not self._validator(payload):
@@ -158,6 +165,22 @@ class _Sender:
             return STATUS_TIMEOUT
         except aiohttp.ClientError:
             return STATUS_CONNECTION_ERROR
+
+    async def _read_events(self, response: aiohttp.ClientResponse, start_s: float) -> int:
+        """Read an event stream to its end, timing each event that carries text."""
+        times_s: list[float] = []
+        async for line in response.content:
+            if line.startswith(b"data: {") and _TEXT_FIELD.search(line):
+                times_s.append(time.perf_counter())
+        if not times_s:
+            return STATUS_INVALID_BODY
+        gaps_s = [later - earlier for earlier, later in itertools.pairwise(times_s)]
+        self._record.add_stream(start_s - self._t0_s, times_s[0] - start_s, gaps_s)
+        return response.status
+
+
+# A completion or chat event with some text (finish-only and usage events have none).
+_TEXT_FIELD = re.compile(rb'"(?:text|content)":\s*"[^"]')
 
 
 async def _closed_loop(

@@ -61,6 +61,7 @@ class RequestSet:
     path: str
     bodies: Sequence[bytes]
     inputs_per_request: int
+    streamed: bool = False
 
 
 def embedding_bodies(
@@ -86,17 +87,18 @@ def embedding_bodies(
     return RequestSet(EMBEDDINGS_PATH, bodies, inputs_per_request)
 
 
-def completion_bodies(texts: Sequence[str], model: str, max_tokens: int = 16) -> RequestSet:
-    """One greedy completions request per text, each asking for `max_tokens` tokens.
+def completion_bodies(
+    texts: Sequence[str], model: str, max_tokens: int = 16, stream: bool = False
+) -> RequestSet:
+    """One greedy completions request per text, each asking for `max_tokens` tokens, whole
+    or streamed (Server-Sent Events).
 
     Greedy (`temperature: 0`) as the generation ceiling is, so both produce the same tokens.
     """
-    bodies = [
-        json.dumps(
-            {"model": model, "prompt": text, "max_tokens": max_tokens, "temperature": 0}
-        ).encode()
-        for text in texts
-    ]
+    body: dict[str, object] = {"model": model, "max_tokens": max_tokens, "temperature": 0}
+    if stream:
+        body["stream"] = True
+    bodies = [json.dumps({**body, "prompt": text}).encode() for text in texts]
     if not bodies:
         raise ValueError("no texts")
-    return RequestSet(COMPLETIONS_PATH, bodies, 1)
+    return RequestSet(COMPLETIONS_PATH, bodies, 1, streamed=stream)

@@ -47,7 +47,7 @@ def generation_ceiling_line(ceiling: GenerationCeiling) -> str:
         f"generation ceiling (in-process greedy generate, {ceiling.device}, batch "
         f"{ceiling.batch_size}, {ceiling.max_tokens} tokens): {ceiling.requests_per_s:.1f} "
         f"requests/s, {ceiling.completion_tokens_per_s:.0f} completion tokens/s; one prompt "
-        f"alone {ceiling.single_request_ms:.0f} ms"
+        f"alone {ceiling.single_request_ms:.0f} ms; {ceiling.step_ms:.1f} ms per decoding step"
     )
 
 
@@ -120,6 +120,23 @@ def ratio_table(scenarios: Sequence[ScenarioSummary]) -> str:
         )
         lines.append(" ".join(c.rjust(w) for c, (_, w) in zip(cells, _COLUMNS, strict=True)))
     return "\n".join(lines)
+
+
+def stream_lines(scenarios: Sequence[ScenarioSummary]) -> list[str]:
+    """Streamed scenarios: time to first token and inter-token gaps, against the in-process
+    loop's time per decoding step."""
+    lines = []
+    for s in scenarios:
+        if s.stream is None:
+            continue
+        t = s.stream
+        ms = [_fmt(v, ".1f") for v in (t.first_token_p50_ms, t.first_token_p99_ms)]
+        gaps = [_fmt(v, ".2f") for v in (t.token_gap_p50_ms, t.token_gap_p99_ms, t.ceiling_step_ms)]
+        lines.append(
+            f"  {s.name}: first token p50 {ms[0]} ms, p99 {ms[1]} ms; between tokens p50 "
+            f"{gaps[0]} ms, p99 {gaps[1]} ms; in-process decoding step {gaps[2]} ms"
+        )
+    return ["streamed answers:", *lines] if lines else []
 
 
 def cpu_breakdown_lines(scenarios: Sequence[ScenarioSummary], roles: int = 4) -> list[str]:

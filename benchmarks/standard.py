@@ -68,8 +68,9 @@ class Plan:
     single_concurrencies: tuple[int, ...] = (1, 8, 32, 128)
     multi_inputs: int = 32
     multi_concurrencies: tuple[int, ...] = (1, 4)
-    # Also the generation ceiling's batch: the most requests this load lets the service batch.
-    completions_concurrency: int = 8
+    # Each is also a generation ceiling's batch: the most requests this load lets the service
+    # batch. Every concurrency runs whole and streamed.
+    completions_concurrencies: tuple[int, ...] = (8, 32)
     sweep_fractions: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     ceiling_duration_s: float = 10.0
     ceiling_batch_size: int = 32
@@ -108,13 +109,13 @@ class Runner:
         headers: dict[str, str],
         progress: bool,
         service_pid: int | None = None,
-        generation_ceiling: GenerationCeiling | None = None,
+        generation_ceilings: dict[int, GenerationCeiling] | None = None,
     ) -> None:
         self._base_url = base_url
         self._service_pid = service_pid
         self._plan = plan
         self._ceiling = ceiling
-        self._generation_ceiling = generation_ceiling
+        self._generation_ceilings = generation_ceilings or {}
         self._headers = headers
         self._progress = progress
         self._runs_started = 0
@@ -150,13 +151,16 @@ class Runner:
                 service_cpu.append(RunCpu(spent, sum(map(is_ok, record.status))))
             runs.append(summarize(record, inputs_per_request, self._plan.warmup_s))
         offered = shape.rate_rps if isinstance(shape, OpenLoop) else None
-        completions = make_requests.kind == "completions"
+        ceiling: CeilingResult | GenerationCeiling | None = self._ceiling
+        if make_requests.kind == "completions":
+            clients = shape.concurrency if isinstance(shape, ClosedLoop) else 0
+            ceiling = self._generation_ceilings.get(clients)
         return summarize_scenario(
             name,
             _describe(shape),
             inputs_per_request,
             runs,
-            self._generation_ceiling if completions else self._ceiling,
+            ceiling,
             offered,
             busy,
             service_cpu,
@@ -172,14 +176,17 @@ class Runner:
 class RequestMaker:
     """Builds a fresh request set from fresh texts (a named callable for typing)."""
 
-    def __init__(self, kind: str, inputs_per_request: int = 1, model: str = "") -> None:
+    def __init__(
+        self, kind: str, inputs_per_request: int = 1, model: str = "", stream: bool = False
+    ) -> None:
         self.kind = kind
         self.inputs_per_request = inputs_per_request
         self.model = model
+        self.stream = stream
 
     def __call__(self, texts: Sequence[str]) -> RequestSet:
         if self.kind == "completions":
-            return completion_bodies(texts[:5_000], self.model)
+            return completion_bodies(texts[:5_000], self.model, stream=self.stream)
         return embedding_bodies(texts, self.inputs_per_request, self.model)
 
 
@@ -215,13 +222,15 @@ def run_standard_set(
                 )
             )
     if completions_model:
-        results.append(
+        results.extend(
             runner.scenario(
-                f"completions c={plan.completions_concurrency}",
-                RequestMaker("completions", model=completions_model),
-                ClosedLoop(plan.completions_concurrency),
+                f"completions{' streamed' if stream else ''} c={c}",
+                RequestMaker("completions", model=completions_model, stream=stream),
+                ClosedLoop(c),
                 total_s,
             )
+            for c in plan.completions_concurrencies
+            for stream in (False, True)
         )
     return results
 
@@ -327,7 +336,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also load /v1/completions with this model (served by --config), against a "
         "generation ceiling on its weights",
     )
-    parser.add_argument("--completions-concurrency", type=int, default=None)
+    parser.add_argument(
+        "--completions-concurrency",
+        type=int,
+        nargs="+",
+        default=None,
+        help="closed-loop concurrencies of completions, whole and streamed (default 8 32)",
+    )
     parser.add_argument("--api-key", default=None, help="sent as a Bearer token")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
@@ -343,7 +358,9 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         "single_concurrencies": tuple(args.concurrency) if args.concurrency else None,
         "multi_concurrencies": tuple(args.multi_concurrency) if args.multi_concurrency else None,
         "multi_inputs": args.multi_inputs,
-        "completions_concurrency": args.completions_concurrency,
+        "completions_concurrencies": tuple(args.completions_concurrency)
+        if args.completions_concurrency
+        else None,
         "sweep_fractions": tuple(args.sweep) if args.sweep else None,
         "ceiling_duration_s": args.ceiling_duration_s,
         "ceiling_batch_size": args.ceiling_batch_size,
@@ -372,24 +389,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch_threads=args.ceiling_threads,
             device=args.ceiling_device,
         )
-    gen_ceiling: GenerationCeiling | None = None
+    gen_ceilings: dict[int, GenerationCeiling] = {}
     if args.completions_model and not args.skip_ceiling:
-        print("measuring the generation ceiling (no service running)...", file=sys.stderr)
-        gen_ceiling = generation_ceiling.measure_in_subprocess(
-            out_dir / "generation_ceiling.json",
-            model_directory(Path(args.config), args.completions_model),
-            seed=plan.seed,
-            batch_size=plan.completions_concurrency,
-            words_per_input=plan.words_per_input,
-            duration_s=plan.ceiling_duration_s,
-            device=args.ceiling_device,
-        )
+        for clients in plan.completions_concurrencies:
+            print(f"measuring the generation ceiling, batch {clients}...", file=sys.stderr)
+            gen_ceilings[clients] = generation_ceiling.measure_in_subprocess(
+                out_dir / f"generation_ceiling_{clients}.json",
+                model_directory(Path(args.config), args.completions_model),
+                seed=plan.seed,
+                batch_size=clients,
+                words_per_input=plan.words_per_input,
+                duration_s=plan.ceiling_duration_s,
+                device=args.ceiling_device,
+            )
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     started_s = time.monotonic()
     with _service(args, plan, out_dir) as (base_url, service_pid):
         rss_idle = _rss(service_pid, "idle")
         runner = Runner(
-            base_url, plan, ceiling, headers, not args.no_progress, service_pid, gen_ceiling
+            base_url, plan, ceiling, headers, not args.no_progress, service_pid, gen_ceilings
         )
         # One short run first: lazy initialisation, autoscaling and JIT warm here.
         warm = runner.scenario(
@@ -409,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": plan,
         "base_url": base_url,
         "ceiling": ceiling,
-        "generation_ceiling": gen_ceiling,
+        "generation_ceilings": list(gen_ceilings.values()),
         "headline": top,
         "scenarios": scenarios,
         "rss": [s for s in (rss_idle, rss_end) if s is not None],
@@ -421,9 +439,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     if ceiling is not None:
         print("\n".join(report.ceiling_lines(ceiling)))
-    if gen_ceiling is not None:
+    for gen_ceiling in gen_ceilings.values():
         print(report.generation_ceiling_line(gen_ceiling))
     print(report.ratio_table(scenarios))
+    print("\n".join(report.stream_lines(scenarios)))
     print("\n".join(report.cpu_breakdown_lines(scenarios)))
     print(report.headline_line(top))
     for note in report.warnings(scenarios, ceiling):

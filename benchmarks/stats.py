@@ -56,6 +56,11 @@ class RunRecord:
     start_s: list[float] = field(default_factory=list)
     latency_s: list[float] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
+    # Streamed answers only: time to the first event with text, and the gaps between events.
+    first_token_s: list[float] = field(default_factory=list)
+    token_gaps_s: list[float] = field(default_factory=list)
+    stream_start_s: list[float] = field(default_factory=list)
+    gap_start_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     generator_cpu_s: float = 0.0
     max_dispatch_lag_s: float = 0.0
@@ -64,6 +69,13 @@ class RunRecord:
         self.start_s.append(start_s)
         self.latency_s.append(latency_s)
         self.status.append(status)
+
+    def add_stream(self, start_s: float, first_token_s: float, gaps_s: Sequence[float]) -> None:
+        """A streamed answer's timing; kept only for answers sent after the warm-up."""
+        self.stream_start_s.append(start_s)
+        self.first_token_s.append(first_token_s)
+        self.token_gaps_s.extend(gaps_s)
+        self.gap_start_s.extend([start_s] * len(gaps_s))
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,9 @@ class RunStats:
     latency: LatencySummary | None
     generator_cpu_fraction: float
     max_dispatch_lag_ms: float
+    # Streamed answers: time to the first text, and between text events (inter-token latency).
+    first_token: LatencySummary | None = None
+    token_gap: LatencySummary | None = None
 
 
 def summarize_latency(latencies_s: Sequence[float]) -> LatencySummary | None:
@@ -138,6 +153,20 @@ def summarize(record: RunRecord, inputs_per_request: int, warmup_s: float = 0.0)
             record.generator_cpu_s / record.wall_s if record.wall_s > 0 else 0.0
         ),
         max_dispatch_lag_ms=record.max_dispatch_lag_s * 1e3,
+        first_token=summarize_latency(
+            [
+                t
+                for s, t in zip(record.stream_start_s, record.first_token_s, strict=True)
+                if s >= warmup_s
+            ]
+        ),
+        token_gap=summarize_latency(
+            [
+                g
+                for s, g in zip(record.gap_start_s, record.token_gaps_s, strict=True)
+                if s >= warmup_s
+            ]
+        ),
     )
 
 

@@ -25,6 +25,38 @@ class Ratios:
 
 
 @dataclass(frozen=True)
+class StreamTiming:
+    """Streamed answers: time to the first text and between texts (medians over repeats),
+    beside the in-process loop's own time per decoding step."""
+
+    first_token_p50_ms: float | None
+    first_token_p99_ms: float | None
+    token_gap_p50_ms: float | None
+    token_gap_p99_ms: float | None
+    ceiling_step_ms: float | None
+
+
+def stream_timing(runs: Sequence[RunStats], step_ms: float | None) -> StreamTiming | None:
+    if all(run.first_token is None for run in runs):
+        return None
+    return StreamTiming(
+        first_token_p50_ms=_median_or_none(
+            [r.first_token.p50_ms if r.first_token else None for r in runs]
+        ),
+        first_token_p99_ms=_median_or_none(
+            [r.first_token.p99_ms if r.first_token else None for r in runs]
+        ),
+        token_gap_p50_ms=_median_or_none(
+            [r.token_gap.p50_ms if r.token_gap else None for r in runs]
+        ),
+        token_gap_p99_ms=_median_or_none(
+            [r.token_gap.p99_ms if r.token_gap else None for r in runs]
+        ),
+        ceiling_step_ms=step_ms,
+    )
+
+
+@dataclass(frozen=True)
 class ScenarioSummary:
     name: str
     load: str
@@ -46,6 +78,7 @@ class ScenarioSummary:
     ratios: Ratios
     runs: list[RunStats]
     endpoint: str = "embeddings"
+    stream: StreamTiming | None = None
 
 
 def _median_or_none(values: Sequence[float | None]) -> float | None:
@@ -116,6 +149,9 @@ def summarize_scenario(
         ratios=ratios,
         runs=list(runs),
         endpoint=endpoint,
+        stream=stream_timing(
+            runs, ceiling.step_ms if isinstance(ceiling, GenerationCeiling) else None
+        ),
     )
 
 

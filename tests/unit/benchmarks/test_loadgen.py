@@ -526,3 +526,42 @@ def test_a_ceiling_saved_before_the_device_field_reads_as_cpu(tmp_path: Path) ->
     path = tmp_path / "ceiling.json"
     path.write_text(json.dumps(fields))
     assert load_result(path).device == "cpu"
+
+
+def test_a_streamed_load_times_the_first_text_and_the_gaps_between_texts() -> None:
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await asyncio.sleep(0.05)
+        await response.write(b'data: {"choices":[{"text":""}]}\n\n')  # no text yet: not timed
+        await asyncio.sleep(0.05)
+        for word in ("one", "two", "three"):
+            await response.write(b'data: {"choices":[{"text":"%s"}]}\n\n' % word.encode())
+            await asyncio.sleep(0.02)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def run() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/completions", events)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            target = Target(f"http://127.0.0.1:{port}/v1/completions", [b"{}"], streamed=True)
+            record = await run_load_async(
+                target, ClosedLoop(1), Bounds(30.0, max_requests=3), progress=False
+            )
+        finally:
+            await runner.cleanup()
+        stats = summarize(record, 1)
+        assert stats.requests_ok == 3
+        assert stats.first_token is not None
+        assert stats.token_gap is not None
+        assert 95 <= stats.first_token.p50_ms < 1_000  # the empty event is not the first text
+        assert len(record.token_gaps_s) == 3 * 2
+        assert 15 <= stats.token_gap.p50_ms < 500
+
+    asyncio.run(run())
