@@ -11,6 +11,7 @@ generation replica asks Ray for that share of a GPU (`device: auto` then picks C
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,15 @@ GENERATOR = "bench-generator"
 
 
 def with_generator(
-    base: dict[str, Any], model_path: str, num_gpus: float, num_cpus: float
+    base: dict[str, Any], model_path: str, num_gpus: float, num_cpus: float, cpu_threads: int
 ) -> dict[str, Any]:
     """`base` with one more model, `GENERATOR`, in its first application."""
     config = yaml.safe_load(yaml.safe_dump(base))  # a deep copy
     application = config["applications"][0]
-    application["args"]["models"].append(
-        {"name": GENERATOR, "task": "generation", "path": model_path, "device": "auto"}
-    )
+    model = {"name": GENERATOR, "task": "generation", "path": model_path, "device": "auto"}
+    # On CPU the replica runs as many torch threads as the generation ceiling's `generate`;
+    # Ray's default (one per CPU asked, at least 1) would compare 1 thread against all cores.
+    application["args"]["models"].append({**model, "cpu_threads": cpu_threads})
     application.setdefault("deployments", []).append(
         {
             "name": GENERATOR,
@@ -50,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--generation-path", help="a causal LM directory (default: tiny GPT-2)")
     parser.add_argument("--num-gpus", type=float, default=0.0)
     parser.add_argument("--num-cpus", type=float, default=0.5)
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="torch threads of the generation replica on CPU (default: every core, as the "
+        "generation ceiling uses)",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     model_path = args.generation_path
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model_path = str(build_tiny_gpt2(args.out / "tiny-gpt2"))
     base = yaml.safe_load(args.base.read_text())
-    config = with_generator(base, model_path, args.num_gpus, args.num_cpus)
+    config = with_generator(base, model_path, args.num_gpus, args.num_cpus, args.cpu_threads)
     dest = args.out / "bench_config.yaml"
     dest.write_text(yaml.safe_dump(config, sort_keys=False))
     print(dest)

@@ -65,6 +65,7 @@ if [[ "${SKIP_BENCH:-0}" != 1 ]]; then
     ${GENERATION_PATH:+--generation-path "$GENERATION_PATH"} | tail -n 1)
   "$PYTHON" -m benchmarks.standard --config "$bench_config" --ceiling-device cuda \
     --completions-model bench-generator --duration-s 10 --warmup-s 2 --sweep 0.5 0.7 \
+    --concurrency 1 32 128 --multi-concurrency 1 4 --completions-concurrency 8 \
     --ceiling-duration-s 5 --no-progress --out "$OUT_DIR/bench" > "$OUT_DIR/bench.log" 2>&1 \
     || status=$?
 fi

@@ -22,7 +22,9 @@ def bench_config() -> ModuleType:
 @pytest.mark.parametrize("base", ["serve_config.yaml", "serve_config.gpu.yaml"])
 def test_the_generator_joins_a_valid_application(bench_config: ModuleType, base: str) -> None:
     original = yaml.safe_load((REPO_ROOT / base).read_text())
-    config = bench_config.with_generator(original, "/models/gen", num_gpus=0.25, num_cpus=0.5)
+    config = bench_config.with_generator(
+        original, "/models/gen", num_gpus=0.25, num_cpus=0.5, cpu_threads=2
+    )
     application = config["applications"][0]
     args = AppArgs.model_validate(application["args"])
     generator = args.models[-1]
@@ -31,6 +33,7 @@ def test_the_generator_joins_a_valid_application(bench_config: ModuleType, base:
         "generation",
         "/models/gen",
     )
+    assert generator.cpu_threads == 2  # as many as the generation ceiling's `generate`
     options = application["deployments"][-1]
     assert options["name"] == generator.deployment_name
     assert options["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.25}
