@@ -45,6 +45,16 @@ def median(values: Sequence[float]) -> float:
     return percentile(values, 50.0)
 
 
+@dataclass(frozen=True)
+class StreamRecord:
+    """One streamed answer: when it was sent (seconds from the run start), the time to its
+    first event with text, and the gaps between its events with text."""
+
+    start_s: float
+    first_token_s: float
+    gaps_s: list[float]
+
+
 @dataclass
 class RunRecord:
     """Every request of one run; times are seconds from the run start.
@@ -56,11 +66,8 @@ class RunRecord:
     start_s: list[float] = field(default_factory=list)
     latency_s: list[float] = field(default_factory=list)
     status: list[int] = field(default_factory=list)
-    # Streamed answers only: time to the first event with text, and the gaps between events.
-    first_token_s: list[float] = field(default_factory=list)
-    token_gaps_s: list[float] = field(default_factory=list)
-    stream_start_s: list[float] = field(default_factory=list)
-    gap_start_s: list[float] = field(default_factory=list)
+    # Streamed answers only, one entry each.
+    streams: list[StreamRecord] = field(default_factory=list)
     wall_s: float = 0.0
     generator_cpu_s: float = 0.0
     max_dispatch_lag_s: float = 0.0
@@ -71,11 +78,7 @@ class RunRecord:
         self.status.append(status)
 
     def add_stream(self, start_s: float, first_token_s: float, gaps_s: Sequence[float]) -> None:
-        """A streamed answer's timing; kept only for answers sent after the warm-up."""
-        self.stream_start_s.append(start_s)
-        self.first_token_s.append(first_token_s)
-        self.token_gaps_s.extend(gaps_s)
-        self.gap_start_s.extend([start_s] * len(gaps_s))
+        self.streams.append(StreamRecord(start_s, first_token_s, list(gaps_s)))
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ def summarize(record: RunRecord, inputs_per_request: int, warmup_s: float = 0.0)
     ok_latencies = [record.latency_s[i] for i in kept if is_ok(record.status[i])]
     errors = Counter(status_name(record.status[i]) for i in kept if not is_ok(record.status[i]))
     throughput_rps = finished_ok / window_s if window_s > 0 else 0.0
+    streams = [stream for stream in record.streams if stream.start_s >= warmup_s]
     return RunStats(
         requests_sent=len(kept),
         requests_ok=len(ok_latencies),
@@ -153,20 +157,8 @@ def summarize(record: RunRecord, inputs_per_request: int, warmup_s: float = 0.0)
             record.generator_cpu_s / record.wall_s if record.wall_s > 0 else 0.0
         ),
         max_dispatch_lag_ms=record.max_dispatch_lag_s * 1e3,
-        first_token=summarize_latency(
-            [
-                t
-                for s, t in zip(record.stream_start_s, record.first_token_s, strict=True)
-                if s >= warmup_s
-            ]
-        ),
-        token_gap=summarize_latency(
-            [
-                g
-                for s, g in zip(record.gap_start_s, record.token_gaps_s, strict=True)
-                if s >= warmup_s
-            ]
-        ),
+        first_token=summarize_latency([stream.first_token_s for stream in streams]),
+        token_gap=summarize_latency([gap for stream in streams for gap in stream.gaps_s]),
     )
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from benchmarks.ceiling import CeilingResult
 from benchmarks.cpu_use import RunCpu, ms_per_request
 from benchmarks.generation_ceiling import GenerationCeiling
-from benchmarks.stats import RunStats, median
+from benchmarks.stats import LatencySummary, RunStats, median
 
 
 @dataclass(frozen=True)
@@ -39,19 +40,13 @@ class StreamTiming:
 def stream_timing(runs: Sequence[RunStats], step_ms: float | None) -> StreamTiming | None:
     if all(run.first_token is None for run in runs):
         return None
+    first_token = [run.first_token for run in runs]
+    token_gap = [run.token_gap for run in runs]
     return StreamTiming(
-        first_token_p50_ms=_median_or_none(
-            [r.first_token.p50_ms if r.first_token else None for r in runs]
-        ),
-        first_token_p99_ms=_median_or_none(
-            [r.first_token.p99_ms if r.first_token else None for r in runs]
-        ),
-        token_gap_p50_ms=_median_or_none(
-            [r.token_gap.p50_ms if r.token_gap else None for r in runs]
-        ),
-        token_gap_p99_ms=_median_or_none(
-            [r.token_gap.p99_ms if r.token_gap else None for r in runs]
-        ),
+        first_token_p50_ms=_median_percentile(first_token, "p50_ms"),
+        first_token_p99_ms=_median_percentile(first_token, "p99_ms"),
+        token_gap_p50_ms=_median_percentile(token_gap, "p50_ms"),
+        token_gap_p99_ms=_median_percentile(token_gap, "p99_ms"),
         ceiling_step_ms=step_ms,
     )
 
@@ -86,6 +81,13 @@ def _median_or_none(values: Sequence[float | None]) -> float | None:
     return median(present) if present else None
 
 
+def _median_percentile(
+    summaries: Sequence[LatencySummary | None], field: Literal["p50_ms", "p95_ms", "p99_ms"]
+) -> float | None:
+    """The median over repeats of one percentile, from the runs that measured any."""
+    return _median_or_none([getattr(summary, field) for summary in summaries if summary])
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
@@ -110,8 +112,9 @@ def summarize_scenario(
     for run in runs:
         errors.update(run.errors_by_status)
     inputs_per_s = median([r.inputs_per_s for r in runs])
-    p50_ms = _median_or_none([r.latency.p50_ms if r.latency else None for r in runs])
-    p99_ms = _median_or_none([r.latency.p99_ms if r.latency else None for r in runs])
+    latencies = [run.latency for run in runs]
+    p50_ms = _median_percentile(latencies, "p50_ms")
+    p99_ms = _median_percentile(latencies, "p99_ms")
     # The ceiling's rate, its AutoModel variant's rate and its latency for one request.
     rate: float | None = None
     automodel_rate: float | None = None
@@ -138,7 +141,7 @@ def summarize_scenario(
         throughput_rps=median([r.throughput_rps for r in runs]),
         inputs_per_s=inputs_per_s,
         p50_ms=p50_ms,
-        p95_ms=_median_or_none([r.latency.p95_ms if r.latency else None for r in runs]),
+        p95_ms=_median_percentile(latencies, "p95_ms"),
         p99_ms=p99_ms,
         requests_ok=sum(r.requests_ok for r in runs),
         errors_by_status=dict(sorted(errors.items())),

@@ -118,15 +118,13 @@ class GenerationDeployment(ModelReplica):
             finish_reason=last.finish_reason,
         )
 
-    async def _chunks(
+    def _chunks(
         self, request: GenerationRequest, every_step: bool
     ) -> AsyncGenerator[GenerationChunk, None]:
-        job = self._batcher.prepare(request)
-        # aclosing: when the caller goes away, its row leaves the batch now, not whenever the
-        # garbage collector finalizes the inner generator.
-        async with aclosing(self._batcher.stream(job, every_step)) as chunks:
-            async for chunk in chunks:
-                yield chunk
+        """The batcher's own chunk generator for `request`; callers close it with `aclosing`,
+        so a caller that goes away frees its row now, not whenever the garbage collector
+        finalizes the generator."""
+        return self._batcher.stream(self._batcher.prepare(request), every_step)
 
     def _batching_card(self) -> dict[str, object]:
         return self._settings.model_dump() | self._batcher.describe()
