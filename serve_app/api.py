@@ -21,6 +21,7 @@ from serve_app.gateway.middleware import GatewayMiddleware
 from serve_app.gateway.rate_limit import RateLimiter
 from serve_app.generation import route as generation
 from serve_app.metrics import IngressMetrics
+from serve_app.protocol import TASK_PATHS
 from serve_app.routing.context import RouteContext
 from serve_app.routing.fallback import FallbackRouter
 from serve_app.routing.model_cards import ModelCards
@@ -93,6 +94,7 @@ def build_api(
                 "created": started_at,
                 "owned_by": "serve-inference",
                 "task": model.task,
+                "routes": list(TASK_PATHS[model.task]),
                 "ready": described[model.name] is not None,
                 **(described[model.name] or {}),
             }

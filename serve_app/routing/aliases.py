@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve_app.protocol import TASK_PATHS, Task
+
 
 class AliasTarget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -31,8 +33,8 @@ class AliasSpec(BaseModel):
         """One target's model name, drawn by weight."""
         return pick_weighted([t.model for t in self.targets], [t.weight for t in self.targets], rng)
 
-    def card(self, task: str, created: int) -> dict[str, object]:
-        """The alias as /v1/models lists it."""
+    def card(self, task: Task, created: int) -> dict[str, object]:
+        """The alias as /v1/models lists it, with the routes its task answers."""
         total = sum(target.weight for target in self.targets)
         return {
             "id": self.name,
@@ -40,6 +42,7 @@ class AliasSpec(BaseModel):
             "created": created,
             "owned_by": "serve-inference",
             "task": task,
+            "routes": list(TASK_PATHS[task]),
             "alias_of": [
                 {"model": t.model, "weight": t.weight, "share": t.weight / total}
                 for t in self.targets

@@ -244,6 +244,7 @@ def test_models_lists_each_served_model() -> None:
     assert card["id"] == MODEL
     assert card["object"] == "model"
     assert card["task"] == "embedding"
+    assert card["routes"] == ["/v1/embeddings"]
     assert card["ready"] is True
     assert card["dimensions"] == FAKE_DIMENSIONS
 

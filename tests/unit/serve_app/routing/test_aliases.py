@@ -111,6 +111,7 @@ def test_the_response_names_the_model_that_answered() -> None:
     listed = client.get("/v1/models").json()["data"]
     [alias] = [entry for entry in listed if entry["id"] == "chat"]
     assert (alias["object"], alias["task"]) == ("model", "generation")
+    assert alias["routes"] == ["/v1/completions", "/v1/chat/completions"]
     assert alias["alias_of"] == [
         {"model": "stable", "weight": 3.0, "share": 0.75},
         {"model": "canary", "weight": 1.0, "share": 0.25},
