@@ -10,6 +10,7 @@ import pytest
 import torch
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI, OpenAI
+from pydantic import SecretStr
 from ray import serve
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -57,7 +58,12 @@ def chat_prompt(direct: tuple[Any, Any]) -> str:
 
 def chat_model(base_url: str) -> ChatOpenAI:
     return ChatOpenAI(
-        model=MODEL, base_url=base_url, api_key="unused", temperature=0, max_tokens=7, max_retries=0
+        model=MODEL,
+        base_url=base_url,
+        api_key=SecretStr("unused"),
+        temperature=0,
+        max_completion_tokens=7,
+        max_retries=0,
     )
 
 
@@ -76,7 +82,12 @@ def test_chat_openai_stream(base_url: str, direct: tuple[Any, Any]) -> None:
 
 def test_openai_completions_batch(base_url: str, direct: tuple[Any, Any]) -> None:
     llm = OpenAI(
-        model=MODEL, base_url=base_url, api_key="unused", temperature=0, max_tokens=6, max_retries=0
+        model=MODEL,
+        base_url=base_url,
+        api_key=SecretStr("unused"),
+        temperature=0,
+        max_tokens=6,
+        max_retries=0,
     )
     prompts = ["Once upon a time", "The quick brown fox"]
     result = llm.generate(prompts)
