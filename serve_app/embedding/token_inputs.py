@@ -73,10 +73,17 @@ def model_vocabulary(spec: ModelSpec) -> Vocabulary:
     tokenizer = Tokenizer.from_file(str(spec.vocabulary_file()))
     size = max(tokenizer.get_vocab(with_added_tokens=True).values()) + 1
     gaps = frozenset(token for token in range(size) if tokenizer.id_to_token(token) is None)
+    # The ids the tokenizer adds to every text ([CLS], [SEP], padding): the model's tokenizer adds
+    # its own again. Other special tokens stay: [UNK] decodes to "[UNK]", which tokenizes back to
+    # [UNK], where skipping every special token would drop it from the text.
+    padding = tokenizer.padding
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    framing = frozenset(tokenizer.encode("").ids) | ({padding["pad_id"]} if padding else set())
 
     def decode(arrays: list[list[int]]) -> list[str]:
-        # Without [CLS], [SEP] and the like: the model's tokenizer adds its own to the text.
-        texts: list[str] = tokenizer.decode_batch(arrays, skip_special_tokens=True)
+        kept = [[token for token in ids if token not in framing] for ids in arrays]
+        texts: list[str] = tokenizer.decode_batch(kept, skip_special_tokens=False)
         return texts
 
     return Vocabulary(f"the vocabulary of the model '{spec.name}'", size, gaps, decode)

