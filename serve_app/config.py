@@ -149,6 +149,13 @@ class ModelSpec(ModelSource):
         return ModelSource.model_validate(self.model_dump(include=set(ModelSource.model_fields)))
 
 
+def _token_reading(spec: ModelSpec) -> str:
+    """How a model reads token-id inputs, as the alias check compares it."""
+    if spec.token_inputs == "openai":
+        return f"token_inputs: openai with token_encoding: {spec.token_encoding}"
+    return f"token_inputs: {spec.token_inputs}"
+
+
 class AppArgs(BaseModel):
     """`applications[].args` in serve_config.yaml."""
 
@@ -212,6 +219,19 @@ class AppArgs(BaseModel):
                 raise ValueError(
                     f"alias {alias.name!r} mixes tasks {sorted(alias_tasks)}; "
                     "its targets must all serve one task"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _aliases_read_token_ids_one_way(self) -> AppArgs:
+        # The alias picks a target per request: a client's ids must mean the same to every one.
+        specs = {spec.name: spec for spec in self.models}
+        for alias in self.aliases:
+            readings = {_token_reading(specs[t.model]) for t in alias.targets if t.model in specs}
+            if len(readings) > 1:
+                raise ValueError(
+                    f"alias {alias.name!r} targets models that read token-id inputs differently "
+                    f"({'; '.join(sorted(readings))}); give its targets one setting"
                 )
         return self
 

@@ -165,3 +165,21 @@ def test_model_vocabulary_needs_the_tokenizer_file(tmp_path: Path) -> None:
     assert "tokenizer.json" in message
     packaged = parse_args({"models": [{**PACKAGED, "token_inputs": "model_vocabulary"}]})
     assert packaged.models[0].vocabulary_file().name == "tokenizer.json"
+
+
+def test_an_alias_must_not_mix_ways_of_reading_token_ids() -> None:
+    models = [
+        {**PACKAGED, "name": "a", "deployment": "a"},
+        {**PACKAGED, "name": "b", "deployment": "b", "token_encoding": "o200k_base"},
+        {**PACKAGED, "name": "c", "deployment": "c"},
+    ]
+
+    def alias(*targets: str) -> dict[str, object]:
+        return {"name": "x", "targets": [{"model": t, "weight": 1} for t in targets]}
+
+    assert parse_args({"models": models, "aliases": [alias("a", "c")]}).aliases[0].name == "x"
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": models, "aliases": [alias("a", "b")]})
+    message = str(caught.value)
+    assert "alias 'x' targets models that read token-id inputs differently" in message
+    assert "token_encoding: cl100k_base; token_inputs: openai with token_encoding: o200k" in message
