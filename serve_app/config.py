@@ -14,7 +14,7 @@ from serve_app.protocol import Task
 from serve_app.routing.aliases import AliasSpec
 
 _DEPLOYMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-TokenInputs = Literal["openai", "model_vocabulary", "reject"]
+TokenInputsSetting = Literal["openai", "model_vocabulary", "reject"]
 TokenEncoding = Literal["cl100k_base", "o200k_base"]
 
 
@@ -50,7 +50,7 @@ class ModelSpec(ModelSource):
         default=None, gt=0, description="Recent p95 at the ingress above which to use `fallback`."
     )
     cache: bool = Field(default=True, description="Embeddings: use the ingress cache.")
-    token_inputs: TokenInputs = Field(
+    token_inputs: TokenInputsSetting = Field(
         default="openai",
         description="Embeddings: what an `input` of token-id arrays means. `openai`: ids of the "
         "OpenAI encoding `token_encoding` (OpenAI's meaning; what LangChain's OpenAIEmbeddings "

@@ -51,7 +51,7 @@ class Vocabulary:
 
 
 def openai_encoding(name: str) -> Vocabulary:
-    import quicktok  # its encodings take ~0.2 s to load: only ingresses that use them pay
+    import quicktok  # on first need, not on import: an encoding takes 0.2-0.4 s to load
 
     encoding = quicktok.get_encoding(name)
 
