@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -13,6 +14,8 @@ from serve_app.protocol import Task
 from serve_app.routing.aliases import AliasSpec
 
 _DEPLOYMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+TokenInputsSetting = Literal["openai", "model_vocabulary", "reject"]
+TokenEncoding = Literal["cl100k_base", "o200k_base"]
 
 
 class ModelSpec(ModelSource):
@@ -47,6 +50,19 @@ class ModelSpec(ModelSource):
         default=None, gt=0, description="Recent p95 at the ingress above which to use `fallback`."
     )
     cache: bool = Field(default=True, description="Embeddings: use the ingress cache.")
+    token_inputs: TokenInputsSetting = Field(
+        default="openai",
+        description="Embeddings: what an `input` of token-id arrays means. `openai`: ids of the "
+        "OpenAI encoding `token_encoding` (OpenAI's meaning; what LangChain's OpenAIEmbeddings "
+        "sends), decoded to text; `model_vocabulary`: ids of this model's own tokenizer "
+        "(tokenizer.json in the model directory); `reject`: refused with a 400 that says what "
+        "to send instead.",
+    )
+    token_encoding: TokenEncoding = Field(
+        default="cl100k_base",
+        description="Embeddings with token_inputs: openai: the encoding clients tokenize with "
+        "(cl100k_base: LangChain's default and text-embedding-3; o200k_base: GPT-4o's).",
+    )
 
     @model_validator(mode="after")
     def _torchscript_only_where_it_runs(self) -> ModelSpec:
@@ -92,6 +108,21 @@ class ModelSpec(ModelSource):
             )
         return self
 
+    @model_validator(mode="after")
+    def _token_inputs_only_for_embeddings(self) -> ModelSpec:
+        chosen = self.model_fields_set & {"token_inputs", "token_encoding"}
+        if self.task != "embedding" and chosen:
+            raise ValueError(
+                f"{' and '.join(sorted(chosen))} apply to embedding models; "
+                f"this one's task is {self.task}"
+            )
+        if "token_encoding" in chosen and self.token_inputs != "openai":
+            raise ValueError(
+                f"token_encoding applies to token_inputs: openai; with token_inputs: "
+                f"{self.token_inputs} no OpenAI encoding is used (remove token_encoding)"
+            )
+        return self
+
     @field_validator("deployment")
     @classmethod
     def _safe_deployment_name(cls, value: str | None) -> str | None:
@@ -103,9 +134,26 @@ class ModelSpec(ModelSource):
     def deployment_name(self) -> str:
         return self.deployment or _DEPLOYMENT_NAME_UNSAFE.sub("-", self.name).strip("-")
 
+    def vocabulary_file(self) -> Path:
+        """The model's tokenizer.json, which token_inputs: model_vocabulary decodes with."""
+        path = self.resolve_path() / "tokenizer.json"
+        if not path.is_file():
+            raise ValueError(
+                f"token_inputs: model_vocabulary needs {path} (a fast tokenizer's file); "
+                "save the tokenizer with save_pretrained() or use token_inputs: openai or reject"
+            )
+        return path
+
     def source(self) -> ModelSource:
         """The loading options alone, which is all a model replica needs."""
         return ModelSource.model_validate(self.model_dump(include=set(ModelSource.model_fields)))
+
+
+def _token_reading(spec: ModelSpec) -> str:
+    """How a model reads token-id inputs, as the alias check compares it."""
+    if spec.token_inputs == "openai":
+        return f"token_inputs: openai with token_encoding: {spec.token_encoding}"
+    return f"token_inputs: {spec.token_inputs}"
 
 
 class AppArgs(BaseModel):
@@ -174,6 +222,19 @@ class AppArgs(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _aliases_read_token_ids_one_way(self) -> AppArgs:
+        # The alias picks a target per request: a client's ids must mean the same to every one.
+        specs = {spec.name: spec for spec in self.models}
+        for alias in self.aliases:
+            readings = {_token_reading(specs[t.model]) for t in alias.targets if t.model in specs}
+            if len(readings) > 1:
+                raise ValueError(
+                    f"alias {alias.name!r} targets models that read token-id inputs differently "
+                    f"({'; '.join(sorted(readings))}); give its targets one setting"
+                )
+        return self
+
 
 class ConfigError(ValueError):
     """A serve_config.yaml `args` block that cannot be deployed, with what to fix."""
@@ -193,6 +254,8 @@ def parse_args(raw: dict[str, Any] | AppArgs) -> AppArgs:
     for index, spec in enumerate(args.models):
         try:
             spec.resolve_path()
+            if spec.token_inputs == "model_vocabulary":
+                spec.vocabulary_file()
         except ValueError as exc:
             problems.append(f"  models[{index}] ({spec.name}): {exc}")
     if problems:

@@ -28,33 +28,46 @@ class StrictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TextsRequest(StrictRequest):
+class ModelRequest(StrictRequest):
+    """A request naming a model, with OpenAI's optional end-user id."""
+
+    model: StrictStr = Field(min_length=1, max_length=256)
+    user: StrictStr | None = Field(default=None, max_length=256)
+
+
+class TextsRequest(ModelRequest):
     """A request naming a model and one text or a list of texts (embeddings, classification)."""
 
     max_inputs: ClassVar[int] = MAX_INPUTS
 
-    model: StrictStr = Field(min_length=1, max_length=256)
     input: StrictStr | list[StrictStr]
-    user: StrictStr | None = Field(default=None, max_length=256)
 
     @field_validator("input")
     @classmethod
     def _non_empty_inputs(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        if not texts:
-            raise ValueError("'input' must not be an empty list")
-        if len(texts) > cls.max_inputs:
-            raise ValueError(
-                f"'input' has {len(texts)} items; at most {cls.max_inputs} are allowed"
-            )
-        for index, text in enumerate(texts):
-            if not text:
-                where = "'input'" if isinstance(value, str) else f"'input[{index}]'"
-                raise ValueError(f"{where} is an empty string; every input must have text")
+        check_texts(value, cls.max_inputs)
         return value
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+def check_input_count(count: int, max_inputs: int = MAX_INPUTS) -> None:
+    """Refuse an empty list of inputs, or more than `max_inputs` of them."""
+    if not count:
+        raise ValueError("'input' must not be an empty list")
+    if count > max_inputs:
+        raise ValueError(f"'input' has {count} items; at most {max_inputs} are allowed")
+
+
+def check_texts(value: str | list[str], max_inputs: int = MAX_INPUTS) -> None:
+    """Refuse what `check_input_count` refuses, and empty strings, naming the input."""
+    texts = [value] if isinstance(value, str) else value
+    check_input_count(len(texts), max_inputs)
+    for index, text in enumerate(texts):
+        if not text:
+            where = "'input'" if isinstance(value, str) else f"'input[{index}]'"
+            raise ValueError(f"{where} is an empty string; every input must have text")
 
 
 def usage(prompt_tokens: int, completion_tokens: int | None = None) -> dict[str, int]:

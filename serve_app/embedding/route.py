@@ -1,5 +1,6 @@
-"""POST /v1/embeddings: validate, route to the model (through the cache), shape OpenAI's
-response, with vectors as JSON floats or as OpenAI's base64 (little-endian float32) strings."""
+"""POST /v1/embeddings: validate, turn token-array inputs into text, route to the model (through
+the cache), shape OpenAI's response, with vectors as JSON floats or as OpenAI's base64
+(little-endian float32) strings."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.responses import Response
 
 from deployments.contract import EmbeddingBatch
 from serve_app.embedding.schemas import EmbeddingRequest
+from serve_app.embedding.token_inputs import TokenInputs
 from serve_app.errors import InvalidRequest
 from serve_app.gateway.body import json_response, openapi_body
 from serve_app.protocol import usage
@@ -74,13 +76,15 @@ def from_base64(text: str) -> npt.NDArray[np.float32]:
 
 def add_routes(api: FastAPI, context: RouteContext) -> None:
     """This task's routes on `api`, each one taking the steps of `context`."""
+    token_inputs = TokenInputs(context.registry.all())
 
     @api.post("/v1/embeddings", openapi_extra=openapi_body(EmbeddingRequest))
     async def create_embeddings(request: Request) -> Response:
         payload = await context.read(request, EmbeddingRequest)
         model = context.resolve(payload.model, "embedding")
         check_options(payload, model)
-        texts = payload.texts()
+        # Token ids are read as the requested model reads them, even if a fallback answers.
+        texts = token_inputs.texts(payload, model)
         _, meter = limits(request)
 
         async def call(served: ServedModel) -> Response:

@@ -130,3 +130,56 @@ def test_trusted_proxies_are_addresses_or_networks_with_a_readable_refusal() -> 
     assert "gateway.trusted_proxies" in str(caught.value)
     assert "'10.0.0.1/8' is not an address or a CIDR network" in str(caught.value)
     assert "host bits set" in str(caught.value)
+
+
+def test_token_inputs_default_to_openai_ids_of_cl100k_base() -> None:
+    spec = parse_args({"models": [PACKAGED]}).models[0]
+    assert (spec.token_inputs, spec.token_encoding) == ("openai", "cl100k_base")
+
+
+def test_token_inputs_are_refused_where_they_do_not_apply() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "task": "generation", "token_inputs": "reject"}]})
+    assert "token_inputs apply to embedding models; this one's task is generation" in str(
+        caught.value
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_args(
+            {"models": [{**PACKAGED, "token_inputs": "reject", "token_encoding": "o200k_base"}]}
+        )
+    assert "token_encoding applies to token_inputs: openai" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**PACKAGED, "token_encoding": "p50k_base"}]})
+    assert "models[0].token_encoding" in str(caught.value)
+    assert "'o200k_base'" in str(caught.value)
+
+
+def test_model_vocabulary_needs_the_tokenizer_file(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    bare = {"name": "bare", "task": "embedding", "path": str(tmp_path)}
+    assert parse_args({"models": [bare]}).models[0].token_inputs == "openai"
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**bare, "token_inputs": "model_vocabulary"}]})
+    message = str(caught.value)
+    assert "models[0] (bare): token_inputs: model_vocabulary needs" in message
+    assert "tokenizer.json" in message
+    packaged = parse_args({"models": [{**PACKAGED, "token_inputs": "model_vocabulary"}]})
+    assert packaged.models[0].vocabulary_file().name == "tokenizer.json"
+
+
+def test_an_alias_must_not_mix_ways_of_reading_token_ids() -> None:
+    models = [
+        {**PACKAGED, "name": "a", "deployment": "a"},
+        {**PACKAGED, "name": "b", "deployment": "b", "token_encoding": "o200k_base"},
+        {**PACKAGED, "name": "c", "deployment": "c"},
+    ]
+
+    def alias(*targets: str) -> dict[str, object]:
+        return {"name": "x", "targets": [{"model": t, "weight": 1} for t in targets]}
+
+    assert parse_args({"models": models, "aliases": [alias("a", "c")]}).aliases[0].name == "x"
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": models, "aliases": [alias("a", "b")]})
+    message = str(caught.value)
+    assert "alias 'x' targets models that read token-id inputs differently" in message
+    assert "token_encoding: cl100k_base; token_inputs: openai with token_encoding: o200k" in message
