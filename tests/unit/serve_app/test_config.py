@@ -130,3 +130,24 @@ def test_trusted_proxies_are_addresses_or_networks_with_a_readable_refusal() -> 
     assert "gateway.trusted_proxies" in str(caught.value)
     assert "'10.0.0.1/8' is not an address or a CIDR network" in str(caught.value)
     assert "host bits set" in str(caught.value)
+
+
+def test_rerank_models_take_the_encoder_knobs_and_fall_back_to_rerank_models_only() -> None:
+    rerank = {**PACKAGED, "name": "ranker", "task": "rerank"}
+    knobs = {"torchscript": "on", "parallel_passes": 2, "length_grouping": 128}
+    spec = parse_args({"models": [{**rerank, **knobs}]}).models[0]
+    assert (spec.task, spec.torchscript, spec.parallel_passes, spec.length_grouping) == (
+        "rerank",
+        "on",
+        2,
+        128,
+    )
+    small = {**rerank, "name": "small-ranker"}
+    args = parse_args({"models": [{**rerank, "fallback": "small-ranker"}, small]})
+    assert args.models[0].fallback == "small-ranker"
+    classifier = {**PACKAGED, "name": "cls", "task": "classification"}
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**rerank, "fallback": "cls"}, classifier]})
+    assert "a fallback must serve the same task" in str(caught.value)
+    with pytest.raises(ConfigError, match="generation_batching and kv_cache_tokens apply"):
+        parse_args({"models": [{**rerank, "generation_batching": "static"}]})
