@@ -117,6 +117,19 @@ def test_cohere_v1_and_v2_clients(base_url: str, expected: tuple[np.ndarray, lis
     np.testing.assert_allclose(got, scores[order], atol=1e-5)
 
 
+def test_the_most_documents_and_odd_texts_are_all_scored(base_url: str) -> None:
+    odd = ["\u0000", "🦊 " * 50, "\ud7ff\ufeff", "x" * 5000, " ", "<|endoftext|>", "é\u0301"]
+    documents = [odd[i % len(odd)] + str(i) for i in range(MAX_DOCUMENTS)]
+    body = {"model": MODEL, "query": "\t", "documents": documents, "top_n": MAX_DOCUMENTS}
+    response = post(f"{base_url}/v1/rerank", body)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert sorted(result["index"] for result in results) == list(range(MAX_DOCUMENTS))
+    scores = [result["relevance_score"] for result in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 < score < 1.0 for score in scores)
+
+
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
