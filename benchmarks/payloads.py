@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 EMBEDDINGS_PATH = "/v1/embeddings"
 COMPLETIONS_PATH = "/v1/completions"
+RERANK_PATH = "/v1/rerank"
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 
 # A plain vocabulary: sentences of common English words tokenize to roughly
@@ -102,3 +103,24 @@ def completion_bodies(
     if not bodies:
         raise ValueError("no texts")
     return RequestSet(COMPLETIONS_PATH, bodies, 1, streamed=stream)
+
+
+def rerank_queries(texts: Sequence[str], documents_per_query: int) -> list[tuple[str, list[str]]]:
+    """`texts` cut into (query, documents): each query followed by its `documents_per_query`
+    documents. The rerank ceiling scores the same pairs the load sends."""
+    step = documents_per_query + 1
+    return [
+        (texts[start], list(texts[start + 1 : start + step]))
+        for start in range(0, len(texts) - step + 1, step)
+    ]
+
+
+def rerank_bodies(texts: Sequence[str], documents_per_query: int, model: str) -> RequestSet:
+    """One rerank request per query of `rerank_queries`; each document counts as an input."""
+    bodies = [
+        json.dumps({"model": model, "query": query, "documents": documents}).encode()
+        for query, documents in rerank_queries(texts, documents_per_query)
+    ]
+    if not bodies:
+        raise ValueError("fewer texts than one query and its documents")
+    return RequestSet(RERANK_PATH, bodies, documents_per_query)

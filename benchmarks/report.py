@@ -10,6 +10,7 @@ from typing import Any
 
 from benchmarks.ceiling import CeilingResult
 from benchmarks.generation_ceiling import GenerationCeiling
+from benchmarks.rerank_ceiling import RerankCeiling
 from benchmarks.summary import ScenarioSummary
 
 
@@ -48,6 +49,14 @@ def generation_ceiling_line(ceiling: GenerationCeiling) -> str:
         f"{ceiling.batch_size}, {ceiling.max_tokens} tokens): {ceiling.requests_per_s:.1f} "
         f"requests/s, {ceiling.completion_tokens_per_s:.0f} completion tokens/s; one prompt "
         f"alone {ceiling.single_request_ms:.0f} ms; {ceiling.step_ms:.1f} ms per decoding step"
+    )
+
+
+def rerank_ceiling_line(ceiling: RerankCeiling) -> str:
+    return (
+        f"rerank ceiling (in-process CrossEncoder.predict, {ceiling.device}, batch "
+        f"{ceiling.batch_size} pairs): {ceiling.pairs_per_s:.0f} pairs/s; one request of "
+        f"{ceiling.documents_per_request} documents {ceiling.request_ms:.1f} ms"
     )
 
 

@@ -23,7 +23,7 @@ import psutil
 import yaml
 
 from benchmarks import ceiling as ceiling_mod
-from benchmarks import generation_ceiling, report
+from benchmarks import generation_ceiling, report, rerank_ceiling
 from benchmarks.ceiling import CeilingResult
 from benchmarks.cpu_use import CpuSnapshot, RunCpu, cpu_by_role, cpu_snapshot
 from benchmarks.generation_ceiling import GenerationCeiling
@@ -34,7 +34,9 @@ from benchmarks.payloads import (
     completion_bodies,
     embedding_bodies,
     make_texts,
+    rerank_bodies,
 )
+from benchmarks.rerank_ceiling import RerankCeiling
 from benchmarks.rss import (
     ProcessRss,
     sample_service_rss,
@@ -71,6 +73,9 @@ class Plan:
     # Each is also a generation ceiling's batch: the most requests this load lets the service
     # batch. Every concurrency runs whole and streamed.
     completions_concurrencies: tuple[int, ...] = (8, 32)
+    # Rerank (with --rerank-model): requests of one query and this many documents.
+    rerank_documents: int = 16
+    rerank_concurrencies: tuple[int, ...] = (1, 8)
     sweep_fractions: tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
     ceiling_duration_s: float = 10.0
     ceiling_batch_size: int = 32
@@ -110,12 +115,14 @@ class Runner:
         progress: bool,
         service_pid: int | None = None,
         generation_ceilings: dict[int, GenerationCeiling] | None = None,
+        rerank_ceiling: RerankCeiling | None = None,
     ) -> None:
         self._base_url = base_url
         self._service_pid = service_pid
         self._plan = plan
         self._ceiling = ceiling
         self._generation_ceilings = generation_ceilings or {}
+        self._rerank_ceiling = rerank_ceiling
         self._headers = headers
         self._progress = progress
         self._runs_started = 0
@@ -151,10 +158,12 @@ class Runner:
                 service_cpu.append(RunCpu(spent, sum(map(is_ok, record.status))))
             runs.append(summarize(record, inputs_per_request, self._plan.warmup_s))
         offered = shape.rate_rps if isinstance(shape, OpenLoop) else None
-        ceiling: CeilingResult | GenerationCeiling | None = self._ceiling
+        ceiling: CeilingResult | GenerationCeiling | RerankCeiling | None = self._ceiling
         if make_requests.kind == "completions":
             clients = shape.concurrency if isinstance(shape, ClosedLoop) else 0
             ceiling = self._generation_ceilings.get(clients)
+        elif make_requests.kind == "rerank":
+            ceiling = self._rerank_ceiling
         return summarize_scenario(
             name,
             _describe(shape),
@@ -187,6 +196,8 @@ class RequestMaker:
     def __call__(self, texts: Sequence[str]) -> RequestSet:
         if self.kind == "completions":
             return completion_bodies(texts[:5_000], self.model, stream=self.stream)
+        if self.kind == "rerank":
+            return rerank_bodies(texts, self.inputs_per_request, self.model)
         return embedding_bodies(texts, self.inputs_per_request, self.model)
 
 
@@ -197,7 +208,7 @@ def _describe(shape: LoadShape) -> str:
 
 
 def run_standard_set(
-    runner: Runner, plan: Plan, completions_model: str | None
+    runner: Runner, plan: Plan, completions_model: str | None, rerank_model: str | None = None
 ) -> list[ScenarioSummary]:
     total_s = plan.warmup_s + plan.duration_s
     single = RequestMaker("embeddings", 1, DEFAULT_EMBEDDING_MODEL)
@@ -231,6 +242,17 @@ def run_standard_set(
             )
             for c in plan.completions_concurrencies
             for stream in (False, True)
+        )
+    if rerank_model:
+        documents = plan.rerank_documents
+        results.extend(
+            runner.scenario(
+                f"rerank {documents}-doc c={c}",
+                RequestMaker("rerank", documents, rerank_model),
+                ClosedLoop(c),
+                total_s,
+            )
+            for c in plan.rerank_concurrencies
         )
     return results
 
@@ -343,6 +365,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="closed-loop concurrencies of completions, whole and streamed (default 8 32)",
     )
+    parser.add_argument(
+        "--rerank-model",
+        default=None,
+        help="also load /v1/rerank with this model (served by --config), against "
+        "CrossEncoder.predict on its weights",
+    )
+    parser.add_argument("--rerank-documents", type=int, default=None, help="per request (16)")
+    parser.add_argument(
+        "--rerank-concurrency",
+        type=int,
+        nargs="+",
+        default=None,
+        help="closed-loop concurrencies of rerank requests (default 1 8)",
+    )
     parser.add_argument("--api-key", default=None, help="sent as a Bearer token")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
@@ -362,6 +398,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         if args.completions_concurrency
         else None,
         "sweep_fractions": tuple(args.sweep) if args.sweep else None,
+        "rerank_documents": args.rerank_documents,
+        "rerank_concurrencies": tuple(args.rerank_concurrency) if args.rerank_concurrency else None,
         "ceiling_duration_s": args.ceiling_duration_s,
         "ceiling_batch_size": args.ceiling_batch_size,
         "seed": args.seed,
@@ -402,12 +440,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 duration_s=plan.ceiling_duration_s,
                 device=args.ceiling_device,
             )
+    rerank: RerankCeiling | None = None
+    if args.rerank_model and not args.skip_ceiling:
+        print("measuring the rerank ceiling...", file=sys.stderr)
+        rerank = rerank_ceiling.measure_in_subprocess(
+            out_dir / "rerank_ceiling.json",
+            model_directory(Path(args.config), args.rerank_model),
+            seed=plan.seed,
+            batch_size=plan.ceiling_batch_size,
+            documents_per_request=plan.rerank_documents,
+            words_per_input=plan.words_per_input,
+            duration_s=plan.ceiling_duration_s,
+            device=args.ceiling_device,
+        )
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     started_s = time.monotonic()
     with _service(args, plan, out_dir) as (base_url, service_pid):
         rss_idle = _rss(service_pid, "idle")
         runner = Runner(
-            base_url, plan, ceiling, headers, not args.no_progress, service_pid, gen_ceilings
+            base_url,
+            plan,
+            ceiling,
+            headers,
+            not args.no_progress,
+            service_pid,
+            gen_ceilings,
+            rerank,
         )
         # One short run first: lazy initialisation, autoscaling and JIT warm here.
         warm = runner.scenario(
@@ -419,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if warm.requests_ok == 0:
             raise SystemExit(f"warm-up got no successful answer: {warm.errors_by_status}")
-        scenarios = run_standard_set(runner, plan, args.completions_model)
+        scenarios = run_standard_set(runner, plan, args.completions_model, args.rerank_model)
         rss_end = _rss(service_pid, "end")
     top = headline(scenarios)
     summary = {
@@ -428,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "base_url": base_url,
         "ceiling": ceiling,
         "generation_ceilings": list(gen_ceilings.values()),
+        "rerank_ceiling": rerank,
         "headline": top,
         "scenarios": scenarios,
         "rss": [s for s in (rss_idle, rss_end) if s is not None],
@@ -441,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(report.ceiling_lines(ceiling)))
     for gen_ceiling in gen_ceilings.values():
         print(report.generation_ceiling_line(gen_ceiling))
+    if rerank is not None:
+        print(report.rerank_ceiling_line(rerank))
     print(report.ratio_table(scenarios))
     print("\n".join(report.stream_lines(scenarios)))
     print("\n".join(report.cpu_breakdown_lines(scenarios)))

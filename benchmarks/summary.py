@@ -10,6 +10,7 @@ from typing import Literal
 from benchmarks.ceiling import CeilingResult
 from benchmarks.cpu_use import RunCpu, ms_per_request
 from benchmarks.generation_ceiling import GenerationCeiling
+from benchmarks.rerank_ceiling import RerankCeiling
 from benchmarks.stats import LatencySummary, RunStats, median
 
 
@@ -99,7 +100,7 @@ def summarize_scenario(
     load: str,
     inputs_per_request: int,
     runs: Sequence[RunStats],
-    ceiling: CeilingResult | GenerationCeiling | None,
+    ceiling: CeilingResult | GenerationCeiling | RerankCeiling | None,
     offered_rps: float | None = None,
     system_cpu_percent: Sequence[float] = (),
     service_cpu: Sequence[RunCpu] = (),
@@ -121,6 +122,8 @@ def summarize_scenario(
     latency_ms: float | None = None
     if isinstance(ceiling, GenerationCeiling):
         rate, latency_ms = ceiling.requests_per_s, ceiling.single_request_ms
+    elif isinstance(ceiling, RerankCeiling):
+        rate, latency_ms = ceiling.pairs_per_s, ceiling.request_ms
     elif ceiling is not None:
         rate = ceiling.sentence_transformers_inputs_per_s
         automodel_rate = ceiling.automodel_inputs_per_s
@@ -162,6 +165,7 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
     """The few figures the issue tracks: best ratios and tail growth near 70% load."""
     embeddings = [s for s in scenarios if s.endpoint == "embeddings"]
     completions = [s for s in scenarios if s.endpoint == "completions"]
+    rerank = [s for s in scenarios if s.endpoint == "rerank"]
     single = [s for s in embeddings if s.inputs_per_request == 1 and s.offered_rps is None]
     multi = [s for s in embeddings if s.inputs_per_request > 1]
     sweep = [s for s in embeddings if s.offered_rps is not None]
@@ -193,4 +197,7 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
         "completions_vs_ceiling": completions[0].ratios.inputs_per_s_vs_ceiling
         if completions
         else None,
+        "rerank_vs_ceiling": max(
+            (s.ratios.inputs_per_s_vs_ceiling or 0.0 for s in rerank), default=None
+        ),
     }

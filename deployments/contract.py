@@ -49,6 +49,15 @@ class Classification:
     tokens: int
 
 
+@dataclass(frozen=True)
+class RelevanceScore:
+    """Rerank: one (query, document) pair's relevance, in [0, 1] for a sigmoid cross-encoder
+    (the replica answers `(query, list[str]) -> list[RelevanceScore]`, in document order)."""
+
+    score: float
+    tokens: int  # the pair's tokens after truncation, special tokens included
+
+
 FinishReason = Literal["stop", "length"]
 
 

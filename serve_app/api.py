@@ -22,6 +22,7 @@ from serve_app.gateway.rate_limit import RateLimiter
 from serve_app.generation import route as generation
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import TASK_PATHS
+from serve_app.rerank import route as rerank
 from serve_app.routing.context import RouteContext
 from serve_app.routing.fallback import FallbackRouter
 from serve_app.routing.model_cards import ModelCards
@@ -105,7 +106,12 @@ def build_api(
 
     context = RouteContext(registry, router, embedder, args.max_request_body_bytes)
     # One router per task, in the task's own folder (its paths: serve_app.protocol.TASK_PATHS).
-    for add_routes in (embedding.add_routes, generation.add_routes, classification.add_routes):
+    for add_routes in (
+        embedding.add_routes,
+        generation.add_routes,
+        classification.add_routes,
+        rerank.add_routes,
+    ):
         add_routes(api, context)
 
     return api

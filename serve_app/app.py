@@ -10,6 +10,7 @@ from ray.serve.deployment import Deployment
 from deployments.classification.deployment import ClassificationDeployment
 from deployments.embedding.deployment import EmbeddingDeployment
 from deployments.generation.deployment import GenerationDeployment
+from deployments.rerank.deployment import RerankDeployment
 from serve_app.config import AppArgs, ConfigError, ModelSpec, parse_args
 from serve_app.ingress import Ingress
 from serve_app.protocol import Task
@@ -20,6 +21,7 @@ DEPLOYMENT_FOR_TASK: dict[Task, Deployment] = {
     "embedding": cast(Deployment, EmbeddingDeployment),
     "generation": cast(Deployment, GenerationDeployment),
     "classification": cast(Deployment, ClassificationDeployment),
+    "rerank": cast(Deployment, RerankDeployment),
 }
 
 

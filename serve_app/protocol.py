@@ -9,13 +9,15 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-Task = Literal["embedding", "generation", "classification"]
+Task = Literal["embedding", "generation", "classification", "rerank"]
 # The tasks a model can serve and the routes that answer each: the one list the config, the task
 # routers, the routing errors and the metrics derive from.
 TASK_PATHS: dict[Task, tuple[str, ...]] = {
     "embedding": ("/v1/embeddings",),
     "generation": ("/v1/completions", "/v1/chat/completions"),
     "classification": ("/v1/classify",),
+    # Cohere's v1 client posts to /v1/rerank, its ClientV2 to /v2/rerank; Jina uses /v1/rerank.
+    "rerank": ("/v1/rerank", "/v2/rerank", "/rerank"),
 }
 
 # Inputs one embedding or classification request may carry.

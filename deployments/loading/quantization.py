@@ -182,6 +182,17 @@ def classification_agreement(
     }
 
 
+def relevance_agreement(
+    reference: npt.NDArray[np.float32], quantized: npt.NDArray[np.float32]
+) -> dict[str, float]:
+    """Relevance scores of the probe pairs: same best document, same order, largest score gap."""
+    return {
+        "top1_agreement": float(reference.argmax() == quantized.argmax()),
+        "same_order": float((reference.argsort() == quantized.argsort()).all()),
+        "max_score_diff": float(np.abs(reference - quantized).max()),
+    }
+
+
 def _row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
 

@@ -30,10 +30,17 @@ def threads_per_pass(source: ModelSource) -> int | None:
     return max(1, total // source.parallel_passes)
 
 
-def tokenize(tokenizer: Any, texts: list[str], max_length: int, device: torch.device) -> Any:
-    """Padded, truncated model inputs for `texts`, on `device` (a `BatchEncoding`)."""
+def tokenize(
+    tokenizer: Any,
+    texts: list[str],
+    max_length: int,
+    device: torch.device,
+    pairs: list[str] | None = None,
+) -> Any:
+    """Padded, truncated model inputs for `texts` (each with its `pairs` item as the second
+    segment, when given), on `device` (a `BatchEncoding`)."""
     return tokenizer(
-        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
     ).to(device)
 
 

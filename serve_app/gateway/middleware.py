@@ -30,6 +30,11 @@ PROTECTED_PREFIX = "/v1/"
 KNOWN_ROUTES = frozenset({"/v1/models", *(path for paths in TASK_PATHS.values() for path in paths)})
 
 
+def is_protected(path: str) -> bool:
+    """`/v1/*` and every task route (some clients post outside /v1, e.g. Cohere's /v2/rerank)."""
+    return path.startswith(PROTECTED_PREFIX) or path in KNOWN_ROUTES
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -49,9 +54,10 @@ def route_path(scope: Scope) -> str:
 
 
 class GatewayMiddleware:
-    """`/v1/*` needs a key when keys are configured; `/healthz`, `/readyz` and docs stay open.
+    """`/v1/*` and the task routes need a key when keys are configured; `/healthz`, `/readyz`
+    and docs stay open.
 
-    For `/v1/*` it leaves in `scope["state"]`: `deadline` (started at arrival), `caller` and
+    For those it leaves in `scope["state"]`: `deadline` (started at arrival), `caller` and
     `meter` (routes charge the tokens they use to it, streams while they run). Routes report the
     model that answered as `model`.
     """
@@ -101,7 +107,7 @@ class GatewayMiddleware:
         path = route_path(scope)
         meter: TokenMeter | None = None
         try:
-            if path.startswith(PROTECTED_PREFIX):
+            if is_protected(path):
                 state["deadline"] = Deadline.starting_now(
                     timeout_from_header(
                         _header(scope, TIMEOUT_HEADER.encode()), self.request_timeout_s
@@ -137,7 +143,7 @@ class GatewayMiddleware:
         status: int,
         took_s: float,
     ) -> None:
-        if self.metrics is not None and path.startswith(PROTECTED_PREFIX):
+        if self.metrics is not None and is_protected(path):
             model = str(state.get("model", "-"))
             route = path if path in KNOWN_ROUTES else "other"
             self.metrics.observe_request(model, route, status, took_s)

@@ -24,6 +24,7 @@ from deployments.contract import (
     GenerationRequest,
     GenerationResult,
     InputRejected,
+    RelevanceScore,
 )
 from serve_app.embedding.coalescer import CoalescerFull, EmbeddingCoalescer
 from serve_app.errors import InvalidRequest, Overloaded, ServiceUnavailable
@@ -55,6 +56,10 @@ class GenerationBackend(ModelBackend, Protocol):
 
 class ClassificationBackend(ModelBackend, Protocol):
     async def classify(self, texts: list[str]) -> list[Classification]: ...
+
+
+class RerankBackend(ModelBackend, Protocol):
+    async def rerank(self, query: str, documents: list[str]) -> list[RelevanceScore]: ...
 
 
 class HandleBackend:
@@ -122,6 +127,13 @@ class HandleBackend:
             self._retry_once(lambda: self._handle.classify.remote(texts)), self._model_name
         )
         return results
+
+    async def rerank(self, query: str, documents: list[str]) -> list[RelevanceScore]:
+        scores: list[RelevanceScore] = await _translate_failures(
+            self._retry_once(lambda: self._handle.rerank.remote(query, documents)),
+            self._model_name,
+        )
+        return scores
 
 
 async def _translate_failures(call: Awaitable[T], model_name: str) -> T:

@@ -2,10 +2,10 @@
 
 The same strategies as the Ray-free fuzz (tests/support/fuzz_requests.py), driven from the
 service's own /openapi.json, now through Serve's proxy, the ingress and real models (the packaged
-MiniLM, a tiny GPT-2 and a tiny BERT classifier), so tokenizers and replicas see the odd inputs
-too. Plus what only a socket can send: a body shorter than its Content-Length, chunked bodies
-past the size limit, broken chunking. Nothing may answer 5xx (bar a 504 the client asked for),
-hang, or send an error that is not OpenAI-shaped.
+MiniLM, a tiny GPT-2, a tiny BERT classifier and cross-encoder), so tokenizers and replicas see
+the odd inputs too. Plus what only a socket can send: a body shorter than its Content-Length,
+chunked bodies past the size limit, broken chunking. Nothing may answer 5xx (bar a 504 the
+client asked for), hang, or send an error that is not OpenAI-shaped.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from ray import serve
 
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import Tally, check_answer, check_error_body
-from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fixtures_models import TinyModels, tiny_cross_encoder, tiny_models
 from tests.support.fuzz_requests import (
     SUPPORTED_GENERATION_OPTIONS,
     ApiShape,
@@ -34,7 +35,7 @@ from tests.support.fuzz_requests import (
 from tests.support.fuzz_values import FUZZ_SETTINGS
 from tests.support.serve_apps import deploy
 
-__all__ = ["tiny_models"]
+__all__ = ["tiny_cross_encoder", "tiny_models"]
 
 APP = "fuzz-service"
 PREFIX = "/fuzz"
@@ -47,11 +48,14 @@ MODELS_BY_ROUTE = {
     "/v1/completions": "gen",
     "/v1/chat/completions": "gen",
     "/v1/classify": "cls",
+    **dict.fromkeys(("/v1/rerank", "/v2/rerank", "/rerank"), "rr"),
 }
 
 
 @pytest.fixture(scope="module")
-def service(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[tuple[str, str]]:
+def service(
+    serve_cluster: ServeCluster, tiny_models: TinyModels, tiny_cross_encoder: Path
+) -> Iterator[tuple[str, str]]:
     """The application's base URL and the host:port to open sockets to."""
     args = {
         "models": [
@@ -63,6 +67,7 @@ def service(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[tu
                 "max_output_tokens": 32,  # bounds what a valid generated request costs
             },
             {"name": "cls", "task": "classification", "path": str(tiny_models.classifier)},
+            {"name": "rr", "task": "rerank", "path": str(tiny_cross_encoder)},
         ],
         "max_request_body_bytes": MAX_BODY_BYTES,
         "gateway": {"auth": {"api_keys_env": KEYS_ENV}, "request_timeout_s": 20},
@@ -85,6 +90,7 @@ def service(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[tu
             {"name": "emb", "ray_actor_options": small},
             {"name": "gen", "ray_actor_options": small},
             {"name": "cls", "ray_actor_options": small},
+            {"name": "rr", "ray_actor_options": small},
         ],
     }
     try:
@@ -101,7 +107,7 @@ def shape(service: tuple[str, str]) -> ApiShape:
     return ApiShape(
         openapi=document,
         models_by_route=MODELS_BY_ROUTE,
-        all_models=("emb", "gen", "cls", "nope"),
+        all_models=("emb", "gen", "cls", "rr", "nope"),
         api_key=API_KEY,
         max_body_bytes=MAX_BODY_BYTES,
     )

@@ -15,6 +15,7 @@ from deployments.contract import (
     GenerationChunk,
     GenerationRequest,
     GenerationResult,
+    RelevanceScore,
 )
 
 FAKE_DIMENSIONS = 8
@@ -125,3 +126,29 @@ class FakeGenerationBackend:
         if not self.ready:
             return None
         return {"task": "generation", "device": "cpu", "context_tokens": 4096}
+
+
+class FakeRerankBackend:
+    """Answers like the rerank deployment: a score per document from a hash of the pair,
+    tokens = the pair's words + 3."""
+
+    def __init__(self, *, ready: bool = True, error: Exception | None = None) -> None:
+        self.ready = ready
+        self.error = error
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def rerank(self, query: str, documents: list[str]) -> list[RelevanceScore]:
+        self.calls.append((query, list(documents)))
+        if self.error is not None:
+            raise self.error
+        return [self.score(query, document) for document in documents]
+
+    @staticmethod
+    def score(query: str, document: str) -> RelevanceScore:
+        relevance = float(fake_vector(f"{query}\n{document}", 2)[0] * 0.5 + 0.5)
+        return RelevanceScore(relevance, len(query.split()) + len(document.split()) + 3)
+
+    async def describe(self, timeout_s: float) -> dict[str, Any] | None:
+        if not self.ready:
+            return None
+        return {"task": "rerank", "activation": "Sigmoid", "device": "cpu"}

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.tiny_models import build_tiny_bert_classifier, build_tiny_gpt2
+from tests.support.tiny_models import (
+    build_tiny_bert_classifier,
+    build_tiny_cross_encoder,
+    build_tiny_gpt2,
+)
 
 
 @dataclass(frozen=True)
@@ -25,3 +29,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         gpt2_plain=build_tiny_gpt2(root / "gpt2-plain", chat_template=False),
         classifier=build_tiny_bert_classifier(root / "classifier"),
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-label BERT cross-encoder (rerank), built once per test run."""
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-models") / "cross-encoder")

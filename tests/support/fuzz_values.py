@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from serve_app.protocol import MAX_INPUTS
+from serve_app.protocol import MAX_INPUTS, TASK_PATHS
 
 Json = Any
 
@@ -151,6 +151,7 @@ _ROUTE_FIELDS: dict[str, tuple[bytes, tuple[str, ...]]] = {
         (*_GENERATION_NUMBERS, "max_completion_tokens"),
     ),
     "/v1/classify": (b'"user":"x"', ("input",)),
+    **dict.fromkeys(TASK_PATHS["rerank"], (b'"query":"x","documents":["x"]', ("top_n",))),
 }
 
 

@@ -8,6 +8,7 @@ from a fixed seed, so every build of the same model is identical.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -108,6 +109,22 @@ def minilm_directory() -> Path:
 
 def build_tiny_bert_classifier(directory: Path, *, seed: int = 0) -> Path:
     """A 2-layer BERT sequence classifier over MiniLM's vocabulary with three named labels."""
+    return _build_tiny_bert(
+        directory,
+        seed,
+        id2label=dict(enumerate(CLASS_LABELS)),
+        label2id={label: index for index, label in enumerate(CLASS_LABELS)},
+    )
+
+
+def build_tiny_cross_encoder(directory: Path, *, seed: int = 0) -> Path:
+    """A 2-layer BERT with one output label: the layout of a sentence-transformers
+    CrossEncoder (which loads it with a sigmoid activation), for rerank."""
+    return _build_tiny_bert(directory, seed, num_labels=1)
+
+
+def _build_tiny_bert(directory: Path, seed: int, **labels: Any) -> Path:
+    """A 2-layer BERT sequence classifier over MiniLM's vocabulary, saved with its tokenizer."""
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_directory()))  # BERT WordPiece
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -116,9 +133,8 @@ def build_tiny_bert_classifier(directory: Path, *, seed: int = 0) -> Path:
         num_attention_heads=2,
         intermediate_size=128,
         max_position_embeddings=128,
-        id2label=dict(enumerate(CLASS_LABELS)),
-        label2id={label: index for index, label in enumerate(CLASS_LABELS)},
         initializer_range=0.2,
+        **labels,
     )
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config).eval()

@@ -22,6 +22,7 @@ from tests.support.fakes import (
     FakeClassificationBackend,
     FakeEmbeddingBackend,
     FakeGenerationBackend,
+    FakeRerankBackend,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ BODIES: dict[str, dict[str, object]] = {
     "/v1/classify": {"input": "x"},
     "/v1/completions": {"prompt": "x"},
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "x"}]},
+    **{path: {"query": "q", "documents": ["x"]} for path in TASK_PATHS["rerank"]},
 }
 
 
@@ -127,6 +129,7 @@ def test_every_task_has_a_deployment_and_its_routes() -> None:
         "embedding": FakeEmbeddingBackend(),
         "generation": FakeGenerationBackend(),
         "classification": FakeClassificationBackend(),
+        "rerank": FakeRerankBackend(),
     }
     models = [
         ServedModel(ModelSpec(name=task, task=cast(Task, task), path="/unused"), backend)

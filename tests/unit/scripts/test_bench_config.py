@@ -49,3 +49,24 @@ def test_the_script_builds_a_tiny_generator_and_writes_the_config(
     model = config["applications"][0]["args"]["models"][-1]
     assert (Path(model["path"]) / "config.json").is_file()
     assert config["applications"][0]["deployments"][-1]["ray_actor_options"]["num_gpus"] == 0.0
+
+
+def test_the_reranker_joins_beside_the_generator(
+    bench_config: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench_config.main(["--out", str(tmp_path), "--rerank", "--cpu-threads", "2"]) == 0
+    written = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    application = yaml.safe_load(written.read_text())["applications"][0]
+    args = AppArgs.model_validate(application["args"])
+    generator, reranker = args.models[-2:]
+    assert generator.name == bench_config.GENERATOR
+    assert (reranker.name, reranker.task, reranker.cpu_threads) == (
+        bench_config.RERANKER,
+        "rerank",
+        2,
+    )
+    assert reranker.path is not None
+    assert (Path(reranker.path) / "config.json").is_file()
+    options = application["deployments"][-1]
+    assert options["name"] == reranker.deployment_name
+    assert options["user_config"]["max_batch_size"] == 32

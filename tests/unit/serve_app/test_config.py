@@ -183,3 +183,24 @@ def test_an_alias_must_not_mix_ways_of_reading_token_ids() -> None:
     message = str(caught.value)
     assert "alias 'x' targets models that read token-id inputs differently" in message
     assert "token_encoding: cl100k_base; token_inputs: openai with token_encoding: o200k" in message
+
+
+def test_rerank_models_take_the_encoder_knobs_and_fall_back_to_rerank_models_only() -> None:
+    rerank = {**PACKAGED, "name": "ranker", "task": "rerank"}
+    knobs = {"torchscript": "on", "parallel_passes": 2, "length_grouping": 128}
+    spec = parse_args({"models": [{**rerank, **knobs}]}).models[0]
+    assert (spec.task, spec.torchscript, spec.parallel_passes, spec.length_grouping) == (
+        "rerank",
+        "on",
+        2,
+        128,
+    )
+    small = {**rerank, "name": "small-ranker"}
+    args = parse_args({"models": [{**rerank, "fallback": "small-ranker"}, small]})
+    assert args.models[0].fallback == "small-ranker"
+    classifier = {**PACKAGED, "name": "cls", "task": "classification"}
+    with pytest.raises(ConfigError) as caught:
+        parse_args({"models": [{**rerank, "fallback": "cls"}, classifier]})
+    assert "a fallback must serve the same task" in str(caught.value)
+    with pytest.raises(ConfigError, match="generation_batching and kv_cache_tokens apply"):
+        parse_args({"models": [{**rerank, "generation_batching": "static"}]})

@@ -37,6 +37,7 @@ from tests.support.fakes import (
     FakeClassificationBackend,
     FakeEmbeddingBackend,
     FakeGenerationBackend,
+    FakeRerankBackend,
 )
 from tests.support.fuzz_requests import (
     JSON_ROUTES,
@@ -59,6 +60,7 @@ MODELS_BY_ROUTE = {
     "/v1/completions": "gen",
     "/v1/chat/completions": "gen",
     "/v1/classify": "cls",
+    **dict.fromkeys(("/v1/rerank", "/v2/rerank", "/rerank"), "rr"),
 }
 
 
@@ -68,12 +70,14 @@ def build_client() -> TestClient:
         ModelSpec(name="emb-small", task="embedding", path="/unused"),
         ModelSpec(name="gen", task="generation", path="/unused", max_output_tokens=64),
         ModelSpec(name="cls", task="classification", path="/unused"),
+        ModelSpec(name="rr", task="rerank", path="/unused"),
     ]
     backends = [
         FakeEmbeddingBackend(),
         FakeEmbeddingBackend(),
         FakeGenerationBackend(),
         FakeClassificationBackend(),
+        FakeRerankBackend(),
     ]
     args = AppArgs(
         models=specs,
@@ -110,7 +114,7 @@ def shape(client: TestClient) -> ApiShape:
     return ApiShape(
         openapi=client.get("/openapi.json").json(),
         models_by_route=MODELS_BY_ROUTE,
-        all_models=("emb", "emb-small", "emb-ab", "gen", "cls", "nope"),
+        all_models=("emb", "emb-small", "emb-ab", "gen", "cls", "rr", "nope"),
         api_key=API_KEY,
         max_body_bytes=MAX_BODY_BYTES,
         extra_paths=("/docs", "/redoc"),

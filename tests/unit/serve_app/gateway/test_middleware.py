@@ -14,7 +14,7 @@ from serve_app.api import build_api
 from serve_app.config import AppArgs, ModelSpec
 from serve_app.errors import Overloaded
 from serve_app.routing.registry import ModelRegistry, ServedModel
-from tests.support.fakes import FakeEmbeddingBackend
+from tests.support.fakes import FakeEmbeddingBackend, FakeRerankBackend
 
 MODEL = "minilm"
 
@@ -335,3 +335,21 @@ def test_forwarded_for_from_a_trusted_proxy_names_the_client() -> None:
     assert embed(client, {"X-Forwarded-For": "203.0.113.1"}).status_code == 429
     # The proxy itself, sending no header, is one more client.
     assert embed(client).status_code == 200
+
+
+def test_with_keys_task_routes_outside_v1_need_one_too() -> None:
+    spec = {"name": "ranker", "task": "rerank", "path": "/unused"}
+    client = client_for(
+        KEYED,
+        backends={"ranker": FakeRerankBackend()},
+        specs=[spec],
+        environ={"KEYS": "sk-one"},
+    )
+    body = {"model": "ranker", "query": "q", "documents": ["d"]}
+    for path in ("/v2/rerank", "/rerank"):
+        missing = client.post(path, json=body)
+        assert missing.status_code == 401
+        assert missing.json()["error"]["code"] == "missing_api_key"
+        keyed = client.post(path, json=body, headers={"Authorization": "Bearer sk-one"})
+        assert keyed.status_code == 200
+    assert client.post("/v2/other", json=body).status_code == 404  # not a task route: no gate
