@@ -12,7 +12,6 @@ from starlette.responses import Response
 from serve_app.classification import route as classification
 from serve_app.config import AppArgs
 from serve_app.embedding import route as embedding
-from serve_app.embedding.cache import CachedEmbedder, EmbeddingCache
 from serve_app.errors import install_error_handlers
 from serve_app.gateway.auth import FailedAuthLimit, KeyStore
 from serve_app.gateway.body import json_response
@@ -23,6 +22,7 @@ from serve_app.generation import route as generation
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import TASK_PATHS
 from serve_app.rerank import route as rerank
+from serve_app.routing.cache import CachedModels, ResultCache
 from serve_app.routing.context import RouteContext
 from serve_app.routing.fallback import FallbackRouter
 from serve_app.routing.model_cards import ModelCards
@@ -64,8 +64,8 @@ def build_api(
         metrics=metrics,
         echo_request_id=echo_request_id,
     )
-    cache = EmbeddingCache(gateway.cache.max_bytes) if gateway.cache.enabled else None
-    embedder = CachedEmbedder(cache, metrics)
+    cache = ResultCache(gateway.cache.max_bytes) if gateway.cache.enabled else None
+    cached = CachedModels(cache, metrics)
     router = FallbackRouter(
         {model.name: model for model in registry.all()},
         on_fallback=metrics.count_fallback if metrics is not None else _ignore_fallback,
@@ -104,7 +104,7 @@ def build_api(
         data += registry.alias_cards(started_at)
         return json_response({"object": "list", "data": data})
 
-    context = RouteContext(registry, router, embedder, args.max_request_body_bytes)
+    context = RouteContext(registry, router, cached, args.max_request_body_bytes)
     # One router per task, in the task's own folder (its paths: serve_app.protocol.TASK_PATHS).
     for add_routes in (
         embedding.add_routes,

@@ -49,7 +49,9 @@ class ModelSpec(ModelSource):
     latency_target_ms: float | None = Field(
         default=None, gt=0, description="Recent p95 at the ingress above which to use `fallback`."
     )
-    cache: bool = Field(default=True, description="Embeddings: use the ingress cache.")
+    cache: bool = Field(
+        default=True, description="Embeddings and rerank scores: use the ingress cache."
+    )
     token_inputs: TokenInputsSetting = Field(
         default="openai",
         description="Embeddings: what an `input` of token-id arrays means. `openai`: ids of the "

@@ -38,8 +38,9 @@ class IngressMetrics:
             tag_keys=_tags("model", "direction"),
         )
         self.cache = Counter(
-            "inference_embedding_cache_total",
-            description="Embedding cache lookups by model and result (hit or miss).",
+            "inference_cache_total",
+            description="Ingress cache lookups (embedding texts, rerank query-document pairs), "
+            "by model and result (hit or miss).",
             tag_keys=_tags("model", "result"),
         )
         self.rejections = Counter(

@@ -88,7 +88,7 @@ def add_routes(api: FastAPI, context: RouteContext) -> None:
         _, meter = limits(request)
 
         async def call(served: ServedModel) -> Response:
-            batch = await context.embedder.embed(served, texts)
+            batch = await context.cached.embed(served, texts)
             meter.charge(int(sum(batch.token_counts)))
             return json_response(embedding_response(payload, served.name, batch))
 

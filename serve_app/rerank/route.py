@@ -55,7 +55,7 @@ def add_routes(api: FastAPI, context: RouteContext) -> None:
         documents = payload.texts()
 
         async def call(served: ServedModel) -> Response:
-            scores = await served.backend.rerank(payload.query, documents)
+            scores = await context.cached.rerank(served, payload.query, documents)
             meter.charge(sum(score.tokens for score in scores))
             body = rerank_response(served.name, request.state.request_id, payload, scores)
             return json_response(body)

@@ -12,11 +12,11 @@ from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from serve_app.embedding.cache import CachedEmbedder
 from serve_app.gateway.body import parse_json_body
 from serve_app.gateway.deadline import Deadline
 from serve_app.gateway.rate_limit import TokenMeter
 from serve_app.protocol import Task
+from serve_app.routing.cache import CachedModels
 from serve_app.routing.fallback import FALLBACK_HEADER, FallbackRouter
 from serve_app.routing.registry import ModelRegistry, ServedModel
 
@@ -28,7 +28,7 @@ Call = Callable[[ServedModel], Awaitable[Response]]
 class RouteContext:
     registry: ModelRegistry
     fallback: FallbackRouter
-    embedder: CachedEmbedder
+    cached: CachedModels
     max_request_body_bytes: int
 
     async def read(self, request: Request, schema: type[ModelT]) -> ModelT:

@@ -192,7 +192,7 @@ def test_custom_metrics_reach_prometheus(cluster: RayCluster) -> None:
     assert metric_total(text, "ray_inference_requests_total", status="404") >= 1
     assert metric_total(text, "ray_inference_request_latency_s_count", model=MODEL) >= ok
     assert metric_total(text, "ray_inference_tokens_total", model=MODEL, direction="in") > 0
-    assert metric_total(text, "ray_inference_embedding_cache_total", result="miss") >= 20
+    assert metric_total(text, "ray_inference_cache_total", result="miss") >= 20
     passes = metric_total(text, "ray_inference_batch_size_count", model=MODEL)
     # Ray exports a histogram's sum from bucket midpoints; the size buckets are cut so every
     # midpoint is >= 1 input, which makes this hold for the exported figures too.

@@ -22,7 +22,7 @@ from deployments.classification.model import ClassificationModel
 from deployments.embedding.model import EmbeddingModel
 from deployments.loading.source import ModelSource
 from serve_app.config import ModelSpec
-from serve_app.embedding.cache import cache_namespace
+from serve_app.routing.cache import cache_namespace
 from tests.support.tiny_models import build_tiny_bert_classifier, minilm_directory
 
 # Short queries with two long documents among them: one pass would pad every row to ~250 tokens.

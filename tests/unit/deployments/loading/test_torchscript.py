@@ -16,7 +16,7 @@ from deployments.embedding.model import EmbeddingModel
 from deployments.loading.source import ModelSource
 from deployments.loading.torchscript import choose_forward, traced_forward, wants_torchscript
 from serve_app.config import ModelSpec
-from serve_app.embedding.cache import cache_namespace
+from serve_app.routing.cache import cache_namespace
 from tests.support.tiny_models import minilm_directory
 
 TEXTS = [
