@@ -34,10 +34,14 @@ class CompletionLogprobs:
 
 
 def _top_dict(token: TokenLogprob) -> dict[str, float] | None:
-    """The alternatives and, as vLLM does, the chosen token itself (so logprobs=0 shows it)."""
+    """The alternatives and, as vLLM does, the chosen token itself (so logprobs=0 shows it).
+    Tokens that decode alike (parts of one UTF-8 character) share a key: the likelier stays."""
     if token.logprob is None:
         return None  # the first prompt token: nothing predicts it
-    return {**dict(token.top), token.token: token.logprob}
+    top: dict[str, float] = {}
+    for text, value in (*token.top, (token.token, token.logprob)):
+        top.setdefault(text, value)
+    return top
 
 
 def chat_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
