@@ -401,3 +401,48 @@ def test_a_rejection_wrapped_by_ray_becomes_a_400() -> None:
     with pytest.raises(InvalidRequest) as caught:
         asyncio.run(_translate_failures(raise_wrapped(), MODEL))
     assert (caught.value.message, caught.value.param) == ("too long", "max_tokens")
+
+
+def test_token_prompts_with_n_echo_and_logprobs_reach_the_model_in_openais_order() -> None:
+    client, backend = make_client()
+    body = {
+        "model": MODEL,
+        "prompt": [[5, 6], [7]],
+        "n": 2,
+        "echo": True,
+        "logprobs": 1,
+        "max_tokens": 0,
+    }
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    sent = backend.requests
+    assert [r.prompt_token_ids for r in sent] == [(5, 6), (7,)]
+    assert all(
+        (r.prompt, r.n, r.echo, r.logprobs, r.max_tokens) == (None, 2, True, 1, 0) for r in sent
+    )
+    answer = response.json()
+    assert [c["index"] for c in answer["choices"]] == [0, 1, 2, 3]
+    assert answer["choices"][0]["logprobs"] == {
+        "tokens": [],
+        "token_logprobs": [],
+        "top_logprobs": [],
+        "text_offset": [],
+    }
+    # Each prompt counted once, however many choices it has.
+    assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [({}, None), ({"logprobs": True}, 0), ({"logprobs": True, "top_logprobs": 4}, 4)],
+)
+def test_chat_logprobs_ask_the_model_for_the_top_alternatives(
+    extra: dict[str, Any], expected: int | None
+) -> None:
+    client, backend = make_client()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], **extra}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    [sent] = backend.requests
+    assert sent.logprobs == expected
+    assert (response.json()["choices"][0]["logprobs"] is None) == (expected is None)
