@@ -74,7 +74,12 @@ async def choice_stream(job: GenerationJob, echo: Echo | None, generate: Stream)
 def choices_stream(
     jobs: Sequence[GenerationJob], echo: Echo | None, generate: Callable[[GenerationJob], Stream]
 ) -> Stream:
-    streams = [choice_stream(job, echo, generate(job)) for job in jobs]
+    streams = [
+        generate(job)
+        if echo is None and job.max_tokens > 0  # the batcher's own generator, not re-yielded
+        else choice_stream(job, echo, generate(job))
+        for job in jobs
+    ]
     return streams[0] if len(streams) == 1 else merged(streams)
 
 

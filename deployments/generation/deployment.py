@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -128,19 +128,32 @@ class GenerationDeployment(ModelReplica):
             )
         return results
 
-    async def _chunks(
+    def _chunks(
         self, request: GenerationRequest, every_step: bool
     ) -> AsyncGenerator[GenerationChunk, None]:
-        """The chunks of every choice of `request`, from the batcher's own chunk generators;
-        callers close it with `aclosing`, so a caller that goes away frees its rows now, not
-        whenever the garbage collector finalizes the generator."""
+        """The chunks of every choice of `request`: for one choice without echo, the batcher's
+        own chunk generator. Callers close it with `aclosing`, so a caller that goes away frees
+        its rows now, not whenever the garbage collector finalizes the generator."""
         job = self._batcher.prepare(request)
-        echo = await self._echo(request, job) if request.echo else None
-        stream = choices_stream(
-            choice_jobs(job, request.n), echo, lambda row: self._batcher.stream(row, every_step)
-        )
-        async with aclosing(stream):
-            async for chunk in stream:
+        jobs = choice_jobs(job, request.n)
+
+        def generate(row: GenerationJob) -> AsyncGenerator[GenerationChunk, None]:
+            return self._batcher.stream(row, every_step)
+
+        if not request.echo:
+            return choices_stream(jobs, None, generate)
+        return self._echoed(request, job, jobs, generate)
+
+    async def _echoed(
+        self,
+        request: GenerationRequest,
+        job: GenerationJob,
+        jobs: list[GenerationJob],
+        generate: Callable[[GenerationJob], AsyncGenerator[GenerationChunk, None]],
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        echo = await self._echo(request, job)
+        async with aclosing(choices_stream(jobs, echo, generate)) as chunks:
+            async for chunk in chunks:
                 yield chunk
 
     async def _echo(self, request: GenerationRequest, job: GenerationJob) -> Echo:
