@@ -63,13 +63,43 @@ def describe(tokenizer: Any, step: StepLogprobs) -> TokenLogprob:
     )
 
 
+# Logits of one scoring forward are (prompts, widest prompt, vocabulary) floats: passes hold at
+# most this many bytes of them (a prompt longer than that still runs, alone).
+SCORING_LOGITS_BYTES = 1 << 30
+
+
+def scoring_passes(lengths: Sequence[int], vocab_size: int) -> list[list[int]]:
+    """Indices of prompts (in order) grouped so each pass's padded logits fit the budget."""
+    budget_tokens = max(1, SCORING_LOGITS_BYTES // (4 * vocab_size))
+    passes: list[list[int]] = []
+    widest = 0
+    for index, length in enumerate(lengths):
+        if passes and max(widest, length) * (len(passes[-1]) + 1) <= budget_tokens:
+            passes[-1].append(index)
+            widest = max(widest, length)
+        else:
+            passes.append([index])
+            widest = length
+    return passes
+
+
 @torch.inference_mode()
 def score_prompts(
     model: Any, tokenizer: Any, pad_id: int, prompts: Sequence[tuple[Sequence[int], int]]
 ) -> list[tuple[TokenLogprob, ...]]:
     """Every token's logprob given the tokens before it (the first has none), for each
-    `(prompt ids, top alternatives)`, from one forward over all of them. Right padding: each
-    row's positions and attention stay its own."""
+    `(prompt ids, top alternatives)`, in as few forwards as the logits budget allows."""
+    scored: list[tuple[TokenLogprob, ...]] = []
+    vocab_size = model.get_output_embeddings().weight.shape[0]
+    for members in scoring_passes([len(ids) for ids, _ in prompts], vocab_size):
+        scored.extend(_score_pass(model, tokenizer, pad_id, [prompts[i] for i in members]))
+    return scored
+
+
+def _score_pass(
+    model: Any, tokenizer: Any, pad_id: int, prompts: Sequence[tuple[Sequence[int], int]]
+) -> list[tuple[TokenLogprob, ...]]:
+    """One forward. Right padding: each row's positions and attention stay its own."""
     device = next(model.parameters()).device
     width = max(len(ids) for ids, _ in prompts)
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)

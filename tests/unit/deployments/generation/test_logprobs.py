@@ -14,6 +14,7 @@ import torch
 
 from deployments.contract import GenerationChunk, GenerationRequest, SamplingParams, TokenLogprob
 from deployments.generation.continuous_batcher import ContinuousBatcher
+from deployments.generation.logprobs import scoring_passes
 from deployments.generation.model import GenerationModel
 from deployments.generation.progress import GenerationJob, RowProgress
 from deployments.loading.source import ModelSource
@@ -174,3 +175,9 @@ def test_the_scorer_shares_the_weights(model: GenerationModel) -> None:
     pairs = zip(model.scorer.parameters(), model.model.parameters(), strict=True)
     assert all(mine.data_ptr() == theirs.data_ptr() for mine, theirs in pairs)
     assert model.scorer is not model.model
+
+
+def test_scoring_passes_keep_the_logits_within_budget() -> None:
+    # 1 GiB of float32 logits over a 2**20 vocabulary: 256 padded tokens a pass.
+    assert scoring_passes([100, 100, 50, 300, 10], 1 << 20) == [[0, 1], [2], [3], [4]]
+    assert scoring_passes([5, 7, 3], 320) == [[0, 1, 2]]
