@@ -126,6 +126,7 @@ def test_loglikelihood_scores_match_lm_evals_own_hf_model(
         "tokenizer": str(tiny_models.gpt2),
         "tokenizer_backend": "huggingface",
         "tokenized_requests": True,
+        "batch_size": 4,  # several token prompts a request, one choice each
         "max_retries": 1,
     }
     served = evaluate("local-completions", api_args, "tiny_mc", tasks)
