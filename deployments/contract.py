@@ -3,8 +3,8 @@
 The ingress imports this module and never a model's: embeddings come back as numpy arrays,
 classifications and generation results as plain dataclasses, a refused input as InputRejected.
 Per task: embedding `list[str] -> EmbeddingBatch`; classification `list[str] ->
-list[Classification]`; generation `GenerationRequest -> GenerationResult` or a stream of
-GenerationChunk.
+list[Classification]`; generation `GenerationRequest -> list[GenerationResult]` (one per
+choice) or a stream of GenerationChunk.
 """
 
 from __future__ import annotations
@@ -82,10 +82,14 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One completion. Exactly one of `prompt` (raw text) or `messages` (a chat) is set.
+    """One prompt's completions. Exactly one of `prompt` (raw text), `prompt_token_ids` (ids in
+    the model's own vocabulary) or `messages` (a chat) is set.
 
     `max_tokens_is_default` marks a max_tokens the server chose, which the replica may shorten to
-    fit the context instead of refusing the request.
+    fit the context instead of refusing the request. `n` completions of the prompt run as rows of
+    one batch. `logprobs`: how many top alternatives to report per token (0: the chosen token's
+    own logprob only; None: no logprobs). `echo`: each choice starts with the prompt (and, with
+    `logprobs`, the prompt tokens' logprobs).
     """
 
     request_id: str
@@ -95,31 +99,61 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop: tuple[str, ...] = ()
     max_tokens_is_default: bool = False
+    prompt_token_ids: tuple[int, ...] | None = None
+    n: int = 1
+    logprobs: int | None = None
+    echo: bool = False
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token with its log-probability: log-softmax of the model's raw logits at its position
+    (before temperature and top_p), and the `top` most likely tokens there, most likely first.
+    `logprob` is None for a prompt's first token, which nothing before it predicts."""
+
+    token: str
+    logprob: float | None
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
 class GenerationChunk:
-    """New text since the previous chunk; the last chunk of a request has a finish_reason."""
+    """New text since the previous chunk of choice `index`; the last chunk of a choice has a
+    finish_reason. `logprobs`: the tokens this chunk adds, when the request asked for them."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason | None = None
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     @classmethod
     def joined(cls, chunks: Sequence[GenerationChunk]) -> GenerationChunk:
-        """Consecutive chunks of one request as one: their text, the last one's counts."""
+        """Consecutive chunks of one choice as one: their text and logprobs, the last counts."""
         last = chunks[-1]
         text = "".join(chunk.text for chunk in chunks)
-        return cls(text, last.prompt_tokens, last.completion_tokens, last.finish_reason)
+        logprobs = tuple(token for chunk in chunks for token in chunk.logprobs)
+        return cls(
+            text,
+            last.prompt_tokens,
+            last.completion_tokens,
+            last.finish_reason,
+            last.index,
+            logprobs,
+        )
 
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """One whole choice; `generate` answers a request with its `n` choices, in index order."""
+
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class ContinuousBatcher:
         request_id = f"{job.request_id}#{next(self._ids)}"
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         self._manager.register_result_handler(request_id, outputs.put_nowait)
-        sampling = self._sampling.register(job.sampling, self._model.device)
+        sampling = self._sampling.register(job.sampling, self._model.device, row.capture)
         loop_done = False
         try:
             self.check_health()

@@ -12,13 +12,15 @@ class without importing them.
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
+from autoscaling.replica_stats import Timed
 from deployments.batching.passes import BatchSettings
 from deployments.contract import (
     GenerationChunk,
@@ -26,14 +28,14 @@ from deployments.contract import (
     GenerationRequest,
     GenerationResult,
 )
+from deployments.generation.choices import Echo, choice_jobs, choices_stream
 from deployments.loading.source import ModelSource
 from deployments.replica.base import MODEL_RUNTIME_ENV, ModelReplica
 
 if TYPE_CHECKING:
-    from deployments.generation.model import GenerationModel
-
-if TYPE_CHECKING:
     from deployments.generation.continuous_batcher import ContinuousBatcher
+    from deployments.generation.model import GenerationModel
+    from deployments.generation.progress import GenerationJob
     from deployments.generation.static_batcher import StaticBatcher
 
 # Generation batches are long-lived: waiting a little longer to fill one pays off.
@@ -63,6 +65,7 @@ class GenerationDeployment(ModelReplica):
         self._model = checked.model
         self._init_replica(model_name, checked.agreement, settings)
         self._outcomes: deque[GenerationOutcome] = deque(maxlen=_OUTCOMES_KEPT)
+        self._scoring = self._merged_forward(self._model.score_prompts)
         # Warm up before Serve reports the replica healthy: the first pass is the slow one.
         warm_up = self._model.prepare(GenerationRequest("warm-up", max_tokens=2, prompt="warm-up"))
         self._batcher: ContinuousBatcher | StaticBatcher
@@ -101,30 +104,67 @@ class GenerationDeployment(ModelReplica):
             async for chunk in chunks:
                 yield chunk
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        """The whole answer in one reply: no stream, inside the replica or across the handle."""
-        texts: list[str] = []
-        last: GenerationChunk | None = None
-        async with aclosing(self._chunks(request, every_step=False)) as chunks:
-            async for chunk in chunks:
-                texts.append(chunk.text)
-                last = chunk
-        if last is None or last.finish_reason is None:
-            raise RuntimeError(f"generation of {request.request_id} ended without a finish")
-        return GenerationResult(
-            text="".join(texts),
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-            finish_reason=last.finish_reason,
-        )
+    async def generate(self, request: GenerationRequest) -> list[GenerationResult]:
+        """The whole answer in one reply, one result per choice in index order: no stream,
+        inside the replica or across the handle."""
+        chunks: list[list[GenerationChunk]] = [[] for _ in range(request.n)]
+        async with aclosing(self._chunks(request, every_step=False)) as stream:
+            async for chunk in stream:
+                chunks[chunk.index].append(chunk)
+        results: list[GenerationResult] = []
+        for index, parts in enumerate(chunks):
+            whole = GenerationChunk.joined(parts) if parts else None
+            if whole is None or whole.finish_reason is None:
+                raise RuntimeError(f"generation of {request.request_id} ended without a finish")
+            results.append(
+                GenerationResult(
+                    text=whole.text,
+                    prompt_tokens=whole.prompt_tokens,
+                    completion_tokens=whole.completion_tokens,
+                    finish_reason=whole.finish_reason,
+                    index=index,
+                    logprobs=whole.logprobs,
+                )
+            )
+        return results
 
     def _chunks(
         self, request: GenerationRequest, every_step: bool
     ) -> AsyncGenerator[GenerationChunk, None]:
-        """The batcher's own chunk generator for `request`; callers close it with `aclosing`,
-        so a caller that goes away frees its row now, not whenever the garbage collector
-        finalizes the generator."""
-        return self._batcher.stream(self._batcher.prepare(request), every_step)
+        """The chunks of every choice of `request`: for one choice without echo, the batcher's
+        own chunk generator. Callers close it with `aclosing`, so a caller that goes away frees
+        its rows now, not whenever the garbage collector finalizes the generator."""
+        job = self._batcher.prepare(request)
+        jobs = choice_jobs(job, request.n)
+
+        def generate(row: GenerationJob) -> AsyncGenerator[GenerationChunk, None]:
+            return self._batcher.stream(row, every_step)
+
+        if not request.echo:
+            return choices_stream(jobs, None, generate)
+        return self._echoed(request, job, jobs, generate)
+
+    async def _echoed(
+        self,
+        request: GenerationRequest,
+        job: GenerationJob,
+        jobs: list[GenerationJob],
+        generate: Callable[[GenerationJob], AsyncGenerator[GenerationChunk, None]],
+    ) -> AsyncGenerator[GenerationChunk, None]:
+        echo = await self._echo(request, job)
+        async with aclosing(choices_stream(jobs, echo, generate)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def _echo(self, request: GenerationRequest, job: GenerationJob) -> Echo:
+        text = self._model.prompt_text(request, job.prompt_ids)
+        if job.logprobs is None:
+            return Echo(text)
+        # Prompts that wait together are scored in one forward, on the forward thread.
+        [logprobs] = await self._scoring.submit(
+            [Timed(job, time.monotonic())], self._settings.max_batch_size
+        )
+        return Echo(text, logprobs)
 
     def _batching_card(self) -> dict[str, object]:
         return self._settings.model_dump() | self._batcher.describe()

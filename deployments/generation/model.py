@@ -7,6 +7,7 @@ max_tokens, so a batch fits when `longest prompt + largest max_tokens <= context
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,8 +20,9 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from deployments.contract import GenerationChunk, GenerationRequest, InputRejected
+from deployments.contract import GenerationChunk, GenerationRequest, InputRejected, TokenLogprob
 from deployments.generation.chat_prompt import has_chat_template, render_chat
+from deployments.generation.logprobs import score_prompts
 from deployments.generation.progress import BatchProgress, Emit, GenerationJob, RowProgress
 from deployments.generation.sampling import PerRowSampling
 from deployments.loading.quantization import CheckedModel, load_checked, logits_agreement
@@ -44,6 +46,10 @@ class GenerationModel:
         self.eos_ids = _eos_ids(self.model.generation_config, self.tokenizer)
         pad_id = self.tokenizer.pad_token_id
         self.pad_id = int(pad_id) if pad_id is not None else min(self.eos_ids, default=0)
+        # Prompt scoring (echo) runs beside the continuous batching loop, which changes state on
+        # the modules it runs: a forward on them meanwhile read other logits (off by up to 7
+        # nats on the tiny GPT-2). Its own module tree over the same weights costs no memory.
+        self.scorer = shared_weights_copy(self.model)
 
     def prepare(self, request: GenerationRequest, cache_tokens: int | None = None) -> GenerationJob:
         """Tokenize and check one request against the model's limits (InputRejected if not).
@@ -83,9 +89,12 @@ class GenerationModel:
             max_tokens=max_tokens,
             sampling=request.sampling,
             stop=request.stop,
+            logprobs=request.logprobs,
         )
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        if request.prompt_token_ids is not None:
+            return self._checked_token_ids(request.prompt_token_ids)
         if request.messages is not None:
             text = render_chat(self.tokenizer, request.messages)
             # A chat template writes its own special tokens (BOS included).
@@ -96,6 +105,28 @@ class GenerationModel:
         if not ids and self.tokenizer.bos_token_id is not None:
             ids = [int(self.tokenizer.bos_token_id)]
         return ids
+
+    def _checked_token_ids(self, ids: Sequence[int]) -> list[int]:
+        vocab = len(self.tokenizer)
+        for token_id in ids:
+            if not 0 <= token_id < vocab:
+                raise InputRejected(
+                    f"'prompt' holds token id {token_id}; this model's token ids run from 0 to "
+                    f"{vocab - 1}.",
+                    param="prompt",
+                )
+        return list(ids)
+
+    def prompt_text(self, request: GenerationRequest, prompt_ids: Sequence[int]) -> str:
+        """The prompt as an echo shows it: as sent, or decoded from the ids that were sent."""
+        if request.prompt is not None:
+            return request.prompt
+        return str(self.tokenizer.decode(list(prompt_ids)))
+
+    def score_prompts(self, jobs: list[GenerationJob]) -> list[tuple[TokenLogprob, ...]]:
+        """Each job's prompt tokens with their logprobs (echo), in one forward."""
+        prompts = [(job.prompt_ids, job.logprobs or 0) for job in jobs]
+        return score_prompts(self.scorer, self.tokenizer, self.pad_id, prompts)
 
     @torch.inference_mode()
     def run_batch(
@@ -135,7 +166,7 @@ class GenerationModel:
             attention_mask=attention_mask,
             generation_config=self._generation_config(max(row.job.max_tokens for row in members)),
             logits_processor=LogitsProcessorList(
-                [PerRowSampling([r.job.sampling for r in members])]
+                [PerRowSampling([r.job.sampling for r in members], [r.capture for r in members])]
             ),
             stopping_criteria=StoppingCriteriaList([progress]),
         )
@@ -180,6 +211,12 @@ class GenerationModel:
             "parameters": parameter_count(self.model),
             "memory_bytes": footprint_bytes(self.model),
         }
+
+
+def shared_weights_copy(model: Any) -> Any:
+    """A second module tree whose parameters and buffers are the first one's tensors."""
+    shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, shared)
 
 
 def _context_tokens(config: Any) -> int:

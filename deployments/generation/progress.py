@@ -29,7 +29,9 @@ from deployments.contract import (
     GenerationChunk,
     GenerationOutcome,
     SamplingParams,
+    TokenLogprob,
 )
+from deployments.generation.logprobs import LogprobCapture, describe
 
 Emit = Callable[[list[GenerationChunk | None]], None]
 
@@ -44,6 +46,8 @@ class GenerationJob:
     sampling: SamplingParams
     stop: tuple[str, ...]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    logprobs: int | None = None  # top alternatives per token; None: no logprobs
+    index: int = 0  # the choice this job is, of its request's n
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -53,6 +57,10 @@ class RowProgress:
     def __init__(self, job: GenerationJob, tokenizer: Any, eos_ids: Collection[int]) -> None:
         self.job = job
         self._eos_ids = eos_ids
+        self._tokenizer = tokenizer
+        # Filled by the sampling processor as tokens are chosen; sent with the chunk they end in.
+        self.capture = LogprobCapture(job.logprobs) if job.logprobs is not None else None
+        self._logprobs: list[TokenLogprob] = []
         self._detokenizer = IncrementalDetokenizer(tokenizer)
         self._stops = StopMatcher(job.stop)
         self.completion_tokens = 0
@@ -68,6 +76,9 @@ class RowProgress:
             self.finish_reason = "cancelled"
             return None  # nobody is listening any more
         self.completion_tokens += 1
+        if self.capture is not None:
+            step = self.capture.steps[self.completion_tokens - 1]
+            self._logprobs.append(describe(self._tokenizer, step))
         if token_id in self._eos_ids:
             text, _ = self._stops.feed(self._detokenizer.flush())
             return self._finish("stop", text)
@@ -106,11 +117,14 @@ class RowProgress:
         return self._chunk(text + self._stops.flush(), reason)
 
     def _chunk(self, text: str, reason: FinishReason | None) -> GenerationChunk:
+        logprobs, self._logprobs = tuple(self._logprobs), []
         return GenerationChunk(
             text=text,
             prompt_tokens=len(self.job.prompt_ids),
             completion_tokens=self.completion_tokens,
             finish_reason=reason,
+            index=self.job.index,
+            logprobs=logprobs,
         )
 
 

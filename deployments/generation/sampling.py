@@ -10,7 +10,8 @@ Continuous batching builds its logits processors from one generation config and 
 row with one shared RNG, so a seed could not make a request reproducible. Instead each sampled
 request carries a slot number in its `logit_processor_kwargs`; SlotSampling looks the slot up,
 samples that row itself and pins the choice, and the loop's greedy argmax takes it. Greedy
-requests carry no slot and are left untouched.
+requests carry no slot and are left untouched, unless they asked for logprobs: a row's raw
+logits are scored (logprobs.py) before its token is pinned.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from transformers.generation.continuous_batching.cb_logits_processors import (
 )
 
 from deployments.contract import SamplingParams
+from deployments.generation.logprobs import LogprobCapture
 
 
 def top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -64,31 +66,48 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
 
 
 class PerRowSampling(LogitsProcessor):
-    """Samples each non-greedy row with its own parameters and RNG, then pins the choice."""
+    """Samples each non-greedy row with its own parameters and RNG, then pins the choice; rows
+    with a capture get their raw logits scored first."""
 
-    def __init__(self, params: Sequence[SamplingParams]) -> None:
+    def __init__(
+        self,
+        params: Sequence[SamplingParams],
+        captures: Sequence[LogprobCapture | None] | None = None,
+    ) -> None:
         self._params = list(params)
+        self._captures = list(captures) if captures is not None else [None] * len(self._params)
         self._generators: dict[int, torch.Generator] = {}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        for row, params in enumerate(self._params):
-            if params.greedy:
+        for row, (params, capture) in enumerate(zip(self._params, self._captures, strict=True)):
+            if params.greedy and capture is None:
                 continue
             generator = self._generators.get(row)
-            if generator is None:
+            if generator is None and not params.greedy:
                 generator = self._generators[row] = make_generator(params.seed, scores.device)
-            pin_sampled_token(scores[row], params, generator)
+            choose_token(scores[row], params, generator, capture)
         return scores
 
 
-def pin_sampled_token(
-    row_scores: torch.Tensor, params: SamplingParams, generator: torch.Generator
+def choose_token(
+    row_scores: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator | None,
+    capture: LogprobCapture | None,
 ) -> None:
-    """Sample one token for a row in place: it keeps logit 0, every other token -inf, so the
-    greedy choice that follows picks exactly it."""
-    token = sample_token(row_scores, params.temperature, params.top_p, generator)
-    row_scores.fill_(float("-inf"))
-    row_scores[token] = 0.0
+    """One row's next token, in place: a sampled row keeps logit 0 for its draw and -inf for
+    every other token, so the greedy choice that follows picks exactly it; a greedy row is left
+    as it is. `capture` scores the raw logits before they are touched."""
+    if params.greedy:
+        token = int(torch.argmax(row_scores))
+    else:
+        assert generator is not None
+        token = sample_token(row_scores, params.temperature, params.top_p, generator)
+    if capture is not None:
+        capture.record(row_scores, token)
+    if not params.greedy:
+        row_scores.fill_(float("-inf"))
+        row_scores[token] = 0.0
 
 
 SLOT_KWARG = "sampling_slot"
@@ -102,14 +121,19 @@ class SlotSampling(ContinuousBatchingLogitsProcessor):
     def __init__(self) -> None:
         self._slots = itertools.count()
         # Written by the event loop, read by the generation thread: single dict operations.
-        self._rows: dict[int, tuple[SamplingParams, torch.Generator]] = {}
+        self._rows: dict[
+            int, tuple[SamplingParams, torch.Generator | None, LogprobCapture | None]
+        ] = {}
 
-    def register(self, params: SamplingParams, device: torch.device) -> dict[str, int]:
-        """The kwargs to add a sampled request with; greedy requests need none."""
-        if params.greedy:
+    def register(
+        self, params: SamplingParams, device: torch.device, capture: LogprobCapture | None = None
+    ) -> dict[str, int]:
+        """The kwargs to add a request with; greedy requests without a capture need none."""
+        if params.greedy and capture is None:
             return {}
         slot = next(self._slots)
-        self._rows[slot] = (params, make_generator(params.seed, device))
+        generator = None if params.greedy else make_generator(params.seed, device)
+        self._rows[slot] = (params, generator, capture)
         return {SLOT_KWARG: slot}
 
     def release(self, kwargs: dict[str, int]) -> None:
@@ -130,7 +154,7 @@ class SlotSampling(ContinuousBatchingLogitsProcessor):
         for row, slot in enumerate(tensor_arg[: scores.size(0)].tolist()):
             entry = self._rows.get(slot) if slot != _NO_SLOT else None
             if entry is not None:
-                pin_sampled_token(scores[row], *entry)
+                choose_token(scores[row], *entry)
         return scores
 
 

@@ -26,15 +26,9 @@ def now_s() -> int:
 
 def check_supported(payload: CompletionRequest | ChatCompletionRequest) -> None:
     """400 for options the service accepts in the schema but cannot honour."""
-    if payload.n != 1:
-        raise InvalidRequest(
-            "Only n=1 is supported; send n separate requests instead (they share batches).",
-            param="n",
-        )
-    if payload.logprobs:
-        raise InvalidRequest("'logprobs' is not supported by this service.", param="logprobs")
-    if isinstance(payload, CompletionRequest) and payload.echo:
-        raise InvalidRequest("'echo' is not supported by this service.", param="echo")
+    top_logprobs = getattr(payload, "top_logprobs", None)  # chat only
+    if top_logprobs is not None and not payload.logprobs:
+        raise InvalidRequest("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
     for name in ("presence_penalty", "frequency_penalty"):
         if getattr(payload, name) != 0.0:
             raise InvalidRequest(f"'{name}' other than 0 is not supported.", param=name)
@@ -71,10 +65,33 @@ class StreamEnvelope:
     def choice(self, choice: dict[str, Any]) -> dict[str, Any]:
         return {**self._head, "choices": [choice]}
 
-    def usage(self, last: GenerationChunk) -> dict[str, Any]:
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         """The closing chunk for `stream_options.include_usage`: no choices, the whole usage."""
         return {
             **self._head,
             "choices": [],
-            "usage": usage(last.prompt_tokens, last.completion_tokens),
+            "usage": usage(prompt_tokens, completion_tokens),
         }
+
+
+class ChoiceCounts:
+    """Tokens so far of one prompt's streamed choices: the prompt once, each choice's
+    completion (a chunk carries its own choice's running count)."""
+
+    def __init__(self) -> None:
+        self._prompt_tokens = 0
+        self._completion_tokens: dict[int, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._completion_tokens)
+
+    def add(self, chunk: GenerationChunk) -> None:
+        self._prompt_tokens = chunk.prompt_tokens
+        self._completion_tokens[chunk.index] = chunk.completion_tokens
+
+    def usage(self) -> tuple[int, int]:
+        return self._prompt_tokens, sum(self._completion_tokens.values())
+
+    def used(self) -> int:
+        prompt_tokens, completion_tokens = self.usage()
+        return prompt_tokens + completion_tokens

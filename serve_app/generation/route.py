@@ -8,7 +8,7 @@ deployments/generation/chat_prompt.py when the tokenizer has none.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -25,8 +25,10 @@ from serve_app.errors import InvalidRequest
 from serve_app.gateway.body import json_response, openapi_body
 from serve_app.gateway.deadline import Deadline
 from serve_app.gateway.rate_limit import TokenMeter
+from serve_app.generation.logprobs import CompletionLogprobs, chat_logprobs
 from serve_app.generation.params import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
+    ChoiceCounts,
     StreamEnvelope,
     check_supported,
     new_id,
@@ -55,9 +57,10 @@ async def complete(
         stream = model.backend.stream(requests[0])
         chunks = await open_generation_stream(stream, deadline, meter)
         return sse_response(completion_stream_events(payload, model.name, completion_id, chunks))
-    results = await asyncio.gather(*(model.backend.generate(r) for r in requests))
-    meter.charge(sum(r.prompt_tokens + r.completion_tokens for r in results))
-    return json_response(completion_body(model.name, completion_id, results))
+    answers = await asyncio.gather(*(model.backend.generate(r) for r in requests))
+    prompt_tokens, completion_tokens = counted(answers)
+    meter.charge(prompt_tokens + completion_tokens)
+    return json_response(completion_body(payload, model.name, completion_id, answers))
 
 
 def generation_requests(
@@ -75,31 +78,54 @@ def generation_requests(
     return [
         GenerationRequest(
             request_id=request_id,
-            prompt=prompt,
+            prompt=prompt if isinstance(prompt, str) else None,
+            prompt_token_ids=None if isinstance(prompt, str) else tuple(prompt),
             max_tokens=max_tokens,
             max_tokens_is_default=is_default,
             sampling=sampling(payload),
             stop=payload.stop_sequences(),
+            n=payload.n,
+            logprobs=payload.logprobs,
+            echo=payload.echo,
         )
         for request_id, prompt in zip(ids, prompts, strict=True)
     ]
 
 
+def counted(answers: Sequence[Sequence[GenerationResult]]) -> tuple[int, int]:
+    """Usage of several prompts' choices: each prompt once, every choice's completion."""
+    prompt_tokens = sum(choices[0].prompt_tokens for choices in answers)
+    completion_tokens = sum(r.completion_tokens for choices in answers for r in choices)
+    return prompt_tokens, completion_tokens
+
+
 def completion_body(
-    model_name: str, completion_id: str, results: list[GenerationResult]
+    payload: CompletionRequest,
+    model_name: str,
+    completion_id: str,
+    answers: list[list[GenerationResult]],
 ) -> dict[str, Any]:
+    # OpenAI's order: the n choices of the first prompt, then the second prompt's, and so on.
+    results = [result for choices in answers for result in choices]
     return {
         "id": completion_id,
         "object": "text_completion",
         "created": now_s(),
         "model": model_name,
         "choices": [
-            {"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+            {
+                "index": i,
+                "text": r.text,
+                "logprobs": (
+                    CompletionLogprobs().render(r.logprobs)
+                    if payload.logprobs is not None
+                    else None
+                ),
+                "finish_reason": r.finish_reason,
+            }
             for i, r in enumerate(results)
         ],
-        "usage": usage(
-            sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)
-        ),
+        "usage": usage(*counted(answers)),
     }
 
 
@@ -110,22 +136,31 @@ async def completion_stream_events(
     chunks: AsyncGenerator[GenerationChunk, None],
 ) -> AsyncGenerator[dict[str, Any], None]:
     envelope = StreamEnvelope("text_completion", completion_id, model_name)
+    offsets = [CompletionLogprobs() for _ in range(payload.n)]
 
-    def event(text: str, finish_reason: str | None) -> dict[str, Any]:
+    def event(chunk: GenerationChunk, text: str, finish_reason: str | None) -> dict[str, Any]:
+        logprobs = None
+        if payload.logprobs is not None:
+            logprobs = offsets[chunk.index].render(chunk.logprobs if finish_reason is None else ())
         return envelope.choice(
-            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            {
+                "index": chunk.index,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason,
+            }
         )
 
-    last: GenerationChunk | None = None
+    counts = ChoiceCounts()
     async with aclosing(chunks):  # a closed stream (client gone) cancels the generation now
         async for chunk in chunks:
-            last = chunk
-            if chunk.text:
-                yield event(chunk.text, None)
+            counts.add(chunk)
+            if chunk.text or chunk.logprobs:
+                yield event(chunk, chunk.text, None)
             if chunk.finish_reason is not None:
-                yield event("", chunk.finish_reason)
-    if last is not None and payload.stream_options and payload.stream_options.include_usage:
-        yield envelope.usage(last)
+                yield event(chunk, "", chunk.finish_reason)
+    if counts and payload.stream_options and payload.stream_options.include_usage:
+        yield envelope.usage(*counts.usage())
 
 
 async def chat(
@@ -139,9 +174,10 @@ async def chat(
         stream = model.backend.stream(request)
         chunks = await open_generation_stream(stream, deadline, meter)
         return sse_response(chat_stream_events(payload, model.name, completion_id, chunks))
-    result = await model.backend.generate(request)
-    meter.charge(result.prompt_tokens + result.completion_tokens)
-    return json_response(chat_body(model.name, completion_id, result))
+    results = await model.backend.generate(request)
+    prompt_tokens, completion_tokens = counted([results])
+    meter.charge(prompt_tokens + completion_tokens)
+    return json_response(chat_body(payload, model.name, completion_id, results))
 
 
 def generation_request(
@@ -157,10 +193,17 @@ def generation_request(
         max_tokens_is_default=is_default,
         sampling=sampling(payload),
         stop=payload.stop_sequences(),
+        n=payload.n,
+        logprobs=(payload.top_logprobs or 0) if payload.logprobs else None,
     )
 
 
-def chat_body(model_name: str, completion_id: str, result: GenerationResult) -> dict[str, Any]:
+def chat_body(
+    payload: ChatCompletionRequest,
+    model_name: str,
+    completion_id: str,
+    results: list[GenerationResult],
+) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -168,13 +211,14 @@ def chat_body(model_name: str, completion_id: str, result: GenerationResult) -> 
         "model": model_name,
         "choices": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.text},
-                "logprobs": None,
-                "finish_reason": result.finish_reason,
+                "index": r.index,
+                "message": {"role": "assistant", "content": r.text},
+                "logprobs": chat_logprobs(r.logprobs) if payload.logprobs else None,
+                "finish_reason": r.finish_reason,
             }
+            for r in results
         ],
-        "usage": usage(result.prompt_tokens, result.completion_tokens),
+        "usage": usage(*counted([results])),
     }
 
 
@@ -186,22 +230,26 @@ async def chat_stream_events(
 ) -> AsyncGenerator[dict[str, Any], None]:
     envelope = StreamEnvelope("chat.completion.chunk", completion_id, model_name)
 
-    def event(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
+    def event(
+        index: int, delta: dict[str, str], logprobs: Any, finish_reason: str | None
+    ) -> dict[str, Any]:
         return envelope.choice(
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
         )
 
-    last: GenerationChunk | None = None
+    counts = ChoiceCounts()
     async with aclosing(chunks):  # a closed stream (client gone) cancels the generation now
-        yield event({"role": "assistant", "content": ""}, None)
+        for index in range(payload.n):
+            yield event(index, {"role": "assistant", "content": ""}, None, None)
         async for chunk in chunks:
-            last = chunk
-            if chunk.text:
-                yield event({"content": chunk.text}, None)
+            counts.add(chunk)
+            if chunk.text or chunk.logprobs:
+                logprobs = chat_logprobs(chunk.logprobs) if payload.logprobs else None
+                yield event(chunk.index, {"content": chunk.text}, logprobs, None)
             if chunk.finish_reason is not None:
-                yield event({}, chunk.finish_reason)
-    if last is not None and payload.stream_options and payload.stream_options.include_usage:
-        yield envelope.usage(last)
+                yield event(chunk.index, {}, None, chunk.finish_reason)
+    if counts and payload.stream_options and payload.stream_options.include_usage:
+        yield envelope.usage(*counts.usage())
 
 
 def add_routes(api: FastAPI, context: RouteContext) -> None:

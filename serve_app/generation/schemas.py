@@ -1,15 +1,15 @@
 """OpenAI-compatible request bodies for /v1/completions and /v1/chat/completions.
 
 Unknown fields are refused ("Unrecognized request argument"), as OpenAI's API does. Fields the
-service accepts but cannot honour with other than their default (n > 1, logprobs, echo, penalties)
-are checked by the routes, which say so in a 400.
+service accepts but cannot honour with other than their default (the penalties) are checked by
+the routes, which say so in a 400.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from serve_app.protocol import StrictRequest
 
@@ -17,6 +17,13 @@ MAX_PROMPTS = 64
 MAX_STOP_SEQUENCES = 4
 MAX_MESSAGES = 1024
 MAX_SEED = 2**63 - 1
+# Choices of one prompt run as rows of one batch: more than a batch holds would wait for themselves.
+MAX_CHOICES = 16
+MAX_COMPLETION_LOGPROBS = 5  # OpenAI's limit for /v1/completions
+MAX_CHAT_TOP_LOGPROBS = 20  # and for chat's top_logprobs
+
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
+Several = Field(min_length=1, max_length=MAX_PROMPTS)
 
 
 class StreamOptions(StrictRequest):
@@ -27,7 +34,7 @@ class _SamplingFields(StrictRequest):
     model: StrictStr = Field(min_length=1, max_length=256)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=128)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: StrictStr | list[StrictStr] | None = None
@@ -53,22 +60,26 @@ class _SamplingFields(StrictRequest):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: StrictStr | list[StrictStr]
-    max_tokens: int | None = Field(default=None, ge=1)
-    logprobs: int | None = Field(default=None, ge=0, le=5)
+    """`prompt`: text, several texts, token ids in the model's own vocabulary, or several lists
+    of them. `max_tokens` 0 (with `echo`) scores the prompt without generating."""
+
+    prompt: (
+        StrictStr
+        | Annotated[list[StrictStr], Several]
+        | TokenIds
+        | Annotated[list[TokenIds], Several]
+    )
+    max_tokens: int | None = Field(default=None, ge=0)
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_COMPLETION_LOGPROBS)
     echo: bool = False
 
-    @field_validator("prompt")
-    @classmethod
-    def _some_prompts(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not value:
-            raise ValueError("'prompt' must not be an empty list")
-        if isinstance(value, list) and len(value) > MAX_PROMPTS:
-            raise ValueError(f"'prompt' has {len(value)} items; at most {MAX_PROMPTS} are allowed")
-        return value
-
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+    def prompts(self) -> list[str | TokenIds]:
+        """One entry per prompt: a text or a list of token ids."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if all(isinstance(item, int) for item in self.prompt):
+            return [self.prompt]  # type: ignore[list-item]
+        return list(self.prompt)  # type: ignore[arg-type]
 
 
 class TextPart(StrictRequest):
@@ -97,6 +108,7 @@ class ChatCompletionRequest(_SamplingFields):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_CHAT_TOP_LOGPROBS)
 
     def requested_max_tokens(self) -> int | None:
         """`max_completion_tokens` (the newer name) wins over the deprecated `max_tokens`."""

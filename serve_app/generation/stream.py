@@ -24,6 +24,7 @@ from deployments.contract import GenerationChunk
 from serve_app.errors import APIError, InternalError
 from serve_app.gateway.deadline import Deadline
 from serve_app.gateway.rate_limit import TokenMeter
+from serve_app.generation.params import ChoiceCounts
 
 
 async def open_generation_stream(
@@ -37,13 +38,15 @@ async def _within_limits(
     chunks: AsyncGenerator[GenerationChunk, None], deadline: Deadline, meter: TokenMeter
 ) -> AsyncGenerator[GenerationChunk, None]:
     charged = 0
+    counts = ChoiceCounts()
     async with aclosing(chunks):  # cut short: the generation behind it stops now
         while True:
             try:
                 chunk = await deadline.run(anext(chunks))
             except StopAsyncIteration:
                 return
-            used = chunk.prompt_tokens + chunk.completion_tokens
+            counts.add(chunk)
+            used = counts.used()
             within_budget = meter.charge(used - charged)
             charged = used
             yield chunk

@@ -49,7 +49,7 @@ class EmbeddingBackend(ModelBackend, Protocol):
 
 
 class GenerationBackend(ModelBackend, Protocol):
-    async def generate(self, request: GenerationRequest) -> GenerationResult: ...
+    async def generate(self, request: GenerationRequest) -> list[GenerationResult]: ...
 
     def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]: ...
 
@@ -103,9 +103,9 @@ class HandleBackend:
             self._retry_once(lambda: coalescer.send(self._handle, texts)), self._model_name
         )
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        result: GenerationResult = await self._call("generate", request)
-        return result
+    async def generate(self, request: GenerationRequest) -> list[GenerationResult]:
+        results: list[GenerationResult] = await self._call("generate", request)
+        return results
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         responses = self._handle.options(stream=True).stream.remote(request)

@@ -469,7 +469,7 @@ def test_alias_splits_traffic_by_weight(base_url: str) -> None:
         ("/v1/completions", {"model": "nope", "prompt": "x"}, 404, "model_not_found"),
         ("/v1/completions", {"model": CLASSIFIER, "prompt": "x"}, 400, "wrong_model_task"),
         ("/v1/classify", {"model": GPT, "input": "x"}, 400, "wrong_model_task"),
-        ("/v1/completions", {"model": GPT, "prompt": "x", "n": 2}, 400, "invalid_request"),
+        ("/v1/completions", {"model": GPT, "prompt": "x", "n": 17}, 400, "invalid_request"),
         # Refused by the replica (it holds the tokenizer), still a 400, streamed or not:
         ("/v1/completions", {"model": GPT, "prompt": "Hello " * 3000}, 400, "invalid_request"),
         (

@@ -93,7 +93,9 @@ class FakeGenerationBackend:
 
     def _chunks(self, request: GenerationRequest) -> list[GenerationChunk]:
         prompt = request.prompt or " ".join(m.content for m in request.messages or ())
-        prompt_tokens = len(prompt.split())
+        prompt_tokens = len(request.prompt_token_ids or prompt.split())
+        if request.max_tokens == 0:  # the prompt alone (echo): no completion tokens
+            return [GenerationChunk("", prompt_tokens, 0, "length")]
         pieces = FAKE_PIECES[: request.max_tokens]
         reason: FinishReason = "length" if request.max_tokens <= len(FAKE_PIECES) else "stop"
         return [
@@ -101,19 +103,23 @@ class FakeGenerationBackend:
             for i, text in enumerate(pieces)
         ]
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def generate(self, request: GenerationRequest) -> list[GenerationResult]:
         self.requests.append(request)
         if self.error is not None:
             raise self.error
         chunks = self._chunks(request)
         last = chunks[-1]
         assert last.finish_reason is not None
-        return GenerationResult(
-            "".join(chunk.text for chunk in chunks),
-            last.prompt_tokens,
-            last.completion_tokens,
-            last.finish_reason,
-        )
+        return [
+            GenerationResult(
+                "".join(chunk.text for chunk in chunks),
+                last.prompt_tokens,
+                last.completion_tokens,
+                last.finish_reason,
+                index,
+            )
+            for index in range(request.n)
+        ]
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.requests.append(request)

@@ -212,6 +212,7 @@ SUPPORTED_GENERATION_OPTIONS: Mapping[str, st.SearchStrategy[Json]] = {
     "n": st.just(1),
     "logprobs": st.sampled_from([None, False]),
     "echo": st.just(False),
+    "top_logprobs": st.none(),  # needs logprobs: true
     "presence_penalty": st.just(0.0),
     "frequency_penalty": st.just(0.0),
     "max_tokens": st.one_of(st.none(), st.integers(1, 8)),

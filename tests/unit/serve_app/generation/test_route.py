@@ -35,7 +35,9 @@ class FakeGenerationBackend:
 
     def _chunks(self, request: GenerationRequest) -> list[GenerationChunk]:
         prompt = request.prompt or " ".join(m.content for m in request.messages or ())
-        prompt_tokens = len(prompt.split())
+        prompt_tokens = len(request.prompt_token_ids or prompt.split())
+        if request.max_tokens == 0:  # the prompt alone (echo): no completion tokens
+            return [GenerationChunk("", prompt_tokens, 0, "length")]
         pieces = PIECES[: request.max_tokens]
         reason = "length" if request.max_tokens <= len(PIECES) else "stop"
         return [
@@ -48,17 +50,21 @@ class FakeGenerationBackend:
             for i, text in enumerate(pieces)
         ]
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
+    async def generate(self, request: GenerationRequest) -> list[GenerationResult]:
         self.requests.append(request)
         chunks = self._chunks(request)
         last = chunks[-1]
         assert last.finish_reason is not None
-        return GenerationResult(
-            "".join(c.text for c in chunks),
-            last.prompt_tokens,
-            last.completion_tokens,
-            last.finish_reason,
-        )
+        return [
+            GenerationResult(
+                "".join(c.text for c in chunks),
+                last.prompt_tokens,
+                last.completion_tokens,
+                last.finish_reason,
+                index,
+            )
+            for index in range(request.n)
+        ]
 
     async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         self.requests.append(request)
@@ -301,15 +307,16 @@ def test_a_failure_before_the_first_chunk_is_a_plain_error_response() -> None:
 @pytest.mark.parametrize(
     ("route", "extra", "param"),
     [
-        ("/v1/completions", {"n": 2}, "n"),
-        ("/v1/chat/completions", {"n": 3}, "n"),
-        ("/v1/completions", {"logprobs": 2}, "logprobs"),
-        ("/v1/chat/completions", {"logprobs": True}, "logprobs"),
-        ("/v1/completions", {"echo": True}, "echo"),
+        ("/v1/completions", {"n": 17}, "n"),
+        ("/v1/chat/completions", {"n": 0}, "n"),
+        ("/v1/completions", {"logprobs": 6}, "logprobs"),
+        ("/v1/chat/completions", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ("/v1/chat/completions", {"top_logprobs": 2}, "top_logprobs"),
         ("/v1/completions", {"presence_penalty": 0.5}, "presence_penalty"),
         ("/v1/completions", {"max_tokens": 65}, "max_tokens"),
         ("/v1/chat/completions", {"max_completion_tokens": 65}, "max_tokens"),
-        ("/v1/completions", {"max_tokens": 0}, "max_tokens"),
+        ("/v1/completions", {"max_tokens": -1}, "max_tokens"),
+        ("/v1/chat/completions", {"max_tokens": 0}, "max_tokens"),
         ("/v1/completions", {"temperature": 2.5}, "temperature"),
         ("/v1/completions", {"top_p": 0}, "top_p"),
         ("/v1/completions", {"stop": ["a", "b", "c", "d", "e"]}, "stop"),
@@ -333,7 +340,11 @@ def test_unsupported_or_invalid_options_are_400(
     "body",
     [
         {"model": MODEL, "prompt": []},
-        {"model": MODEL, "prompt": [1, 2, 3]},
+        {"model": MODEL, "prompt": [[]]},
+        {"model": MODEL, "prompt": [3, -1]},
+        {"model": MODEL, "prompt": ["a", 1]},
+        {"model": MODEL, "prompt": [[1], "a"]},
+        {"model": MODEL, "prompt": [1.5]},
         {"model": MODEL},
         {"model": MODEL, "prompt": ["a", "b"], "stream": True},
     ],
@@ -390,3 +401,48 @@ def test_a_rejection_wrapped_by_ray_becomes_a_400() -> None:
     with pytest.raises(InvalidRequest) as caught:
         asyncio.run(_translate_failures(raise_wrapped(), MODEL))
     assert (caught.value.message, caught.value.param) == ("too long", "max_tokens")
+
+
+def test_token_prompts_with_n_echo_and_logprobs_reach_the_model_in_openais_order() -> None:
+    client, backend = make_client()
+    body = {
+        "model": MODEL,
+        "prompt": [[5, 6], [7]],
+        "n": 2,
+        "echo": True,
+        "logprobs": 1,
+        "max_tokens": 0,
+    }
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    sent = backend.requests
+    assert [r.prompt_token_ids for r in sent] == [(5, 6), (7,)]
+    assert all(
+        (r.prompt, r.n, r.echo, r.logprobs, r.max_tokens) == (None, 2, True, 1, 0) for r in sent
+    )
+    answer = response.json()
+    assert [c["index"] for c in answer["choices"]] == [0, 1, 2, 3]
+    assert answer["choices"][0]["logprobs"] == {
+        "tokens": [],
+        "token_logprobs": [],
+        "top_logprobs": [],
+        "text_offset": [],
+    }
+    # Each prompt counted once, however many choices it has.
+    assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [({}, None), ({"logprobs": True}, 0), ({"logprobs": True, "top_logprobs": 4}, 4)],
+)
+def test_chat_logprobs_ask_the_model_for_the_top_alternatives(
+    extra: dict[str, Any], expected: int | None
+) -> None:
+    client, backend = make_client()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], **extra}
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    [sent] = backend.requests
+    assert sent.logprobs == expected
+    assert (response.json()["choices"][0]["logprobs"] is None) == (expected is None)

@@ -90,8 +90,8 @@ class NamedBackend:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return GenerationResult(f"from {self.name}", 1, 1, "length")
+    async def generate(self, request: GenerationRequest) -> list[GenerationResult]:
+        return [GenerationResult(f"from {self.name}", 1, 1, "length")]
 
     async def describe(self, timeout_s: float) -> dict[str, Any] | None:
         return {"task": "generation"}
