@@ -269,30 +269,25 @@ def measure_in_subprocess(
     device: str = "cpu",
 ) -> CeilingResult:
     """Run `measure` in a child Python and read its JSON back."""
-    command = [
-        sys.executable,
-        "-m",
-        "benchmarks.ceiling",
-        "--json-out",
-        str(json_out),
-        "--seed",
-        str(seed),
-        "--words-per-input",
-        str(words_per_input),
-        "--batch-size",
-        str(batch_size),
-        "--duration-s",
-        str(duration_s),
-        "--device",
-        device,
-    ]
+    options = ["--seed", str(seed), "--words-per-input", str(words_per_input)]
+    options += ["--batch-size", str(batch_size), "--duration-s", str(duration_s)]
+    options += ["--device", device]
     if model_path:
-        command += ["--model-path", model_path]
+        options += ["--model-path", model_path]
     if torch_threads:
-        command += ["--torch-threads", str(torch_threads)]
+        options += ["--torch-threads", str(torch_threads)]
+    run_child("benchmarks.ceiling", options, json_out, timeout_s)
+    return load_result(json_out)
+
+
+def run_child(module: str, options: list[str], json_out: Path, timeout_s: float) -> dict[str, Any]:
+    """`python -m module --json-out json_out options...` offline, and the JSON it wrote: every
+    ceiling measures in its own process, so torch never lives in the load generator."""
+    command = [sys.executable, "-m", module, "--json-out", str(json_out), *options]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     subprocess.run(command, check=True, timeout=timeout_s, env=env)
-    return load_result(json_out)
+    fields: dict[str, Any] = json.loads(json_out.read_text())
+    return fields
 
 
 def quiet_offline_child() -> None:

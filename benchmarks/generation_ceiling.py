@@ -13,10 +13,6 @@ replica with `dtype: auto` does.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ceiling import median_latency_ms, quiet_offline_child, whole_batches, write_result
+from benchmarks.ceiling import (
+    median_latency_ms,
+    quiet_offline_child,
+    run_child,
+    whole_batches,
+    write_result,
+)
 from benchmarks.payloads import make_texts
 
 PROMPTS = 512
@@ -123,13 +125,12 @@ def measure_in_subprocess(
     timeout_s: float = 900.0,
 ) -> GenerationCeiling:
     """Run `measure` in a child Python (torch never lives in the load generator)."""
-    command = [sys.executable, "-m", "benchmarks.generation_ceiling", "--json-out", str(json_out)]
-    command += ["--model-path", model_path, "--seed", str(seed), "--batch-size", str(batch_size)]
-    command += ["--max-tokens", str(max_tokens), "--words-per-input", str(words_per_input)]
-    command += ["--duration-s", str(duration_s), "--device", device]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run(command, check=True, timeout=timeout_s, env=env)
-    return GenerationCeiling(**json.loads(json_out.read_text()))
+    options = ["--model-path", model_path, "--seed", str(seed), "--batch-size", str(batch_size)]
+    options += ["--max-tokens", str(max_tokens), "--words-per-input", str(words_per_input)]
+    options += ["--duration-s", str(duration_s), "--device", device]
+    return GenerationCeiling(
+        **run_child("benchmarks.generation_ceiling", options, json_out, timeout_s)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,17 +13,19 @@ On CUDA the model runs in float16, as a replica with `dtype: auto` does.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ceiling import inputs_per_s, median_latency_ms, quiet_offline_child, write_result
+from benchmarks.ceiling import (
+    inputs_per_s,
+    median_latency_ms,
+    quiet_offline_child,
+    run_child,
+    write_result,
+)
 from benchmarks.payloads import make_texts, rerank_queries
 
 TEXTS = 4096
@@ -92,14 +94,11 @@ def measure_in_subprocess(
     timeout_s: float = 900.0,
 ) -> RerankCeiling:
     """Run `measure` in a child Python (torch never lives in the load generator)."""
-    command = [sys.executable, "-m", "benchmarks.rerank_ceiling", "--json-out", str(json_out)]
-    command += ["--model-path", model_path, "--seed", str(seed), "--batch-size", str(batch_size)]
-    command += ["--documents", str(documents_per_request)]
-    command += ["--words-per-input", str(words_per_input)]
-    command += ["--duration-s", str(duration_s), "--device", device]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    subprocess.run(command, check=True, timeout=timeout_s, env=env)
-    return RerankCeiling(**json.loads(json_out.read_text()))
+    options = ["--model-path", model_path, "--seed", str(seed), "--batch-size", str(batch_size)]
+    options += ["--documents", str(documents_per_request)]
+    options += ["--words-per-input", str(words_per_input)]
+    options += ["--duration-s", str(duration_s), "--device", device]
+    return RerankCeiling(**run_child("benchmarks.rerank_ceiling", options, json_out, timeout_s))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,10 +34,9 @@ class ClassificationDeployment(ModelReplica):
 
         checked = load(source, max_input_tokens)
         self._model = checked.model
-        self._init_replica(model_name, checked.agreement, parallel_passes=source.parallel_passes)
-        # Warm up before Serve reports the replica healthy: the first pass is the slow one.
-        self._model.classify(["warm-up"])
-        self._passes = self._merged_forward(self._model.classify)
+        self._passes = self._start_passes(
+            model_name, checked.agreement, source.parallel_passes, self._model.classify, "warm-up"
+        )
 
     def _batch_method(self) -> Any:
         return self._classify_batch

@@ -41,10 +41,9 @@ class EmbeddingDeployment(ModelReplica):
 
         checked = load(source, max_input_tokens)
         self._model = checked.model
-        self._init_replica(model_name, checked.agreement, parallel_passes=source.parallel_passes)
-        # Warm up before Serve reports the replica healthy: the first pass is the slow one.
-        self._model.encode(["warm-up"])
-        self._passes = self._merged_forward(self._embed_rows)
+        self._passes = self._start_passes(
+            model_name, checked.agreement, source.parallel_passes, self._embed_rows, "warm-up"
+        )
 
     def _batch_method(self) -> Any:
         return self._embed_batch

@@ -106,6 +106,21 @@ class ModelReplica:
         finally:
             self._requests_inside -= 1
 
+    def _start_passes(
+        self,
+        model_name: str,
+        agreement: QuantizationAgreement | None,
+        parallel_passes: int,
+        run: Callable[[list[In]], list[Out]],
+        warm_up: In,
+    ) -> ForwardMerger[In, Out]:
+        """The replica's state and forward threads, one warm-up pass of `run` (before Serve
+        reports the replica healthy: the first pass is the slow one), and the pass merger the
+        batch method submits to."""
+        self._init_replica(model_name, agreement, parallel_passes=parallel_passes)
+        run([warm_up])
+        return self._merged_forward(run)
+
     def _merged_forward(self, run: Callable[[list[In]], list[Out]]) -> ForwardMerger[In, Out]:
         """Forward passes of `run` on the forward threads, merging batches that wait for one."""
         return ForwardMerger(
