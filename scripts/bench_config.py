@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for the config (and model)")
     parser.add_argument("--generation-path", help="a causal LM directory (default: tiny GPT-2)")
     parser.add_argument("--num-gpus", type=float, default=0.0)
-    parser.add_argument("--num-cpus", type=float, default=0.5)
+    # Ray's CPU count only places replicas (torch threads come from --cpu-threads): 0.25 each lets
+    # the ingress (0.25), the embedding model (1), a generator and a reranker fit on 2 CPUs.
+    parser.add_argument("--num-cpus", type=float, default=0.25)
     parser.add_argument(
         "--cpu-threads",
         type=int,

@@ -70,3 +70,15 @@ def test_the_reranker_joins_beside_the_generator(
     options = application["deployments"][-1]
     assert options["name"] == reranker.deployment_name
     assert options["user_config"]["max_batch_size"] == 32
+
+
+def test_the_default_config_with_a_reranker_fits_two_cpus(
+    bench_config: ModuleType, tmp_path: Path
+) -> None:
+    """Every replica must be placed on the 2-CPU machine the benchmarks run on."""
+    assert bench_config.main(["--out", str(tmp_path), "--rerank"]) == 0
+    config = yaml.safe_load((tmp_path / "bench_config.yaml").read_text())
+    deployments = config["applications"][0]["deployments"]
+    asked = sum(d.get("ray_actor_options", {}).get("num_cpus", 1) for d in deployments)
+    assert len(deployments) == 4
+    assert asked <= 2
