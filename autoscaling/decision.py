@@ -16,6 +16,8 @@ Phase = Literal[
     "steady",
     "scaling_up",
     "scaling_down",
+    "scaling_to_zero",
+    "idle_delay",
     "upscale_delay",
     "downscale_delay",
     "starting",
@@ -36,6 +38,7 @@ class PolicyState:
     pending_up: bool = False  # replicas added by the last scale-up are still starting
     settled_at_s: float | None = None  # the last change took effect
     descending: bool = False  # scale-down steps since the last full downscale delay
+    idle_since_s: float | None = None  # nothing ongoing, queued or completed since (to-zero timer)
 
     @classmethod
     def from_mapping(cls, state: Mapping[str, Any]) -> PolicyState:
@@ -46,6 +49,7 @@ class PolicyState:
             pending_up=state.get("qlp_pending_up") is True,
             settled_at_s=finite_or_none(state.get("qlp_settled_at_s")),
             descending=state.get("qlp_descending") is True,
+            idle_since_s=finite_or_none(state.get("qlp_idle_since_s")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +59,7 @@ class PolicyState:
             "qlp_pending_up": self.pending_up,
             "qlp_settled_at_s": self.settled_at_s,
             "qlp_descending": self.descending,
+            "qlp_idle_since_s": self.idle_since_s,
         }
 
     def steady(self) -> PolicyState:
