@@ -270,7 +270,7 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
             phase = "bounds"
         reason = f"{why}; {described}"
         # The idle timer runs across every step: only a request stops it.
-        new_state = replace(new_state, idle_since_s=idle_since_s)
+        new_state = replace(new_state, idle_since_s=idle_since_s, at_zero=state.at_zero)
         return Decision(num, direction, reason, new_state, queue, readings, phase, needs)
 
     if ctx.current_num_replicas == 0 and queue:

@@ -284,6 +284,22 @@ def test_scale_to_zero_after_the_idle_delay_and_back_at_once(
     assert run_ticks(ZERO_AFTER_30S, ticks) == expected
 
 
+def test_a_cold_start_cools_down_before_the_start_up_backlog_can_add_replicas() -> None:
+    # Serve starts the first replica without asking the policy (its wrapper's cold-start path);
+    # the look-back mean then still holds what queued meanwhile, drained in moments.
+    p = params(cooldown_s=10.0)
+    at_zero = decide(one_idle_replica(current_num_replicas=0, target_num_replicas=0), p)
+    assert at_zero.state.at_zero
+    backlog = one_idle_replica(total_num_requests=40.0, policy_state=at_zero.state_dict())
+    first = decide(replace(backlog, current_time=NOW + 5), p)
+    assert (first.num_replicas, first.phase) == (1, "cooldown")
+    assert not first.state.at_zero
+    still = decide(replace(backlog, current_time=NOW + 14.9, policy_state=first.state_dict()), p)
+    assert still.num_replicas == 1
+    due = decide(replace(backlog, current_time=NOW + 15, policy_state=still.state_dict()), p)
+    assert due.num_replicas == 10  # the load is still there after the cooldown: 40 / 4
+
+
 def test_the_idle_delay_defaults_to_the_downscale_delay() -> None:
     p = params(downscale_delay_s=12.0)
     first = decide(one_idle_replica(), p)
