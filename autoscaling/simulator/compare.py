@@ -53,7 +53,7 @@ from autoscaling.simulator.report import (
 )
 from autoscaling.simulator.service_model import ServiceModel
 from autoscaling.simulator.simulation import SimConfig, SimResult, simulate
-from autoscaling.simulator.traces import Trace, standard_traces
+from autoscaling.simulator.traces import Trace, on_off, standard_traces
 
 RAY_STOCK_TARGET = 2.0
 GOAL_SHARE = 0.99
@@ -89,6 +89,12 @@ class Setup:
 
     def traces(self) -> list[Trace]:
         return standard_traces(self.base_rps, self.duration_s)
+
+    def scale_to_zero_traces(self) -> list[Trace]:
+        """The standard on/off trace (3x base for half of every minute), and sporadic use: a
+        third of the base rate for half of every ``duration_s / 2``, over twice as long."""
+        sporadic = on_off(self.base_rps / 3.0, 2.0 * self.duration_s, self.duration_s / 2.0)
+        return [next(t for t in self.traces() if t.name == "on_off"), sporadic]
 
     def shared_fields(self, trace: Trace) -> dict[str, Any]:
         """Config both policies get; replicas start sized for the first second's load."""
@@ -136,17 +142,16 @@ class Setup:
         )
 
 
-def scale_to_zero(setup: Setup, trace_name: str = "on_off") -> ScaleToZeroReport:
-    """Our default setting on ``trace_name`` with min_replicas 1, then 0 (idle
+def scale_to_zero(setup: Setup, trace: Trace) -> ScaleToZeroReport:
+    """Our default setting on ``trace`` with min_replicas 1, then 0 (idle
     ``idle_to_zero_s`` before zero): replica-seconds saved against the cold starts' cost."""
-    trace = next(t for t in setup.traces() if t.name == trace_name)
     arrivals = trace.arrivals(setup.seed)
     fields = setup.shared_fields(trace)
     always_on = queue_latency_config(setup.policy_kwargs(), **fields)
     kwargs = {**setup.policy_kwargs(), "downscale_to_zero_delay_s": setup.idle_to_zero_s}
     to_zero = queue_latency_config(kwargs, **{**fields, "min_replicas": 0})
     return ScaleToZeroReport.of(
-        trace.name,
+        f"{trace.name}: {trace.description}",
         simulate(arrivals, trace.duration_s, always_on, setup.sim),
         simulate(arrivals, trace.duration_s, to_zero, setup.sim),
         setup.latency_target_ms,
@@ -306,9 +311,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     setup = Setup(seed=args.seed)
     reports, single = compare(setup, args.out, args.workers)
-    zero = scale_to_zero(setup)
+    zero = [scale_to_zero(setup, trace) for trace in setup.scale_to_zero_traces()]
     table = format_table(reports, single, setup.latency_target_ms)
-    table += "\n\n" + format_scale_to_zero(zero, setup.latency_target_ms)
+    for report in zero:
+        table += "\n\n" + format_scale_to_zero(report, setup.latency_target_ms)
     print(table)
     payload = {
         "setup": {
@@ -318,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "traces": [asdict(report) for report in reports],
         "single_setting": asdict(single),
-        "scale_to_zero": asdict(zero),
+        "scale_to_zero": [asdict(report) for report in zero],
     }
     (args.out / "comparison.json").write_text(json.dumps(payload, indent=2) + "\n")
     (args.out / "comparison.md").write_text(table + "\n")

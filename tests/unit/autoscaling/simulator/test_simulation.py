@@ -258,7 +258,7 @@ def test_scale_to_zero_saves_replica_seconds_and_charges_cold_starts_to_first_re
         idle_to_zero_s=5.0,
         default_setting=OurSetting(0.8, 0.0),
     )
-    report = scale_to_zero(setup)
+    report = scale_to_zero(setup, next(t for t in setup.traces() if t.name == "on_off"))
     assert report.always_on.replica_seconds - report.to_zero.replica_seconds == pytest.approx(
         report.replica_seconds_saved
     )
