@@ -34,7 +34,7 @@ DEPLOYMENT = "SimulatedAccelerator"
 LOAD_S = 2.0  # weights + warm-up of the simulated model
 IDLE_TO_ZERO_S = 3.0
 # Cold start = controller tick and placement + LOAD_S + first pass; the overhead beyond LOAD_S
-# measured ~1-2 s here (2 shared cores). docs/autoscaling.md states the budget as LOAD_S + 10 s.
+# measured 2.7-3.4 s here (2 shared cores). docs/autoscaling.md states the budget as LOAD_S + 10 s.
 COLD_START_OVERHEAD_BUDGET_S = 10.0
 ZERO_WITHIN_S = 40.0
 
