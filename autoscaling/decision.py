@@ -16,6 +16,8 @@ Phase = Literal[
     "steady",
     "scaling_up",
     "scaling_down",
+    "scaling_to_zero",
+    "idle_delay",
     "upscale_delay",
     "downscale_delay",
     "starting",
@@ -36,6 +38,8 @@ class PolicyState:
     pending_up: bool = False  # replicas added by the last scale-up are still starting
     settled_at_s: float | None = None  # the last change took effect
     descending: bool = False  # scale-down steps since the last full downscale delay
+    idle_since_s: float | None = None  # nothing ongoing, queued or completed since (to-zero timer)
+    at_zero: bool = False  # seen with no replica and none wanted, not yet started again
 
     @classmethod
     def from_mapping(cls, state: Mapping[str, Any]) -> PolicyState:
@@ -46,6 +50,8 @@ class PolicyState:
             pending_up=state.get("qlp_pending_up") is True,
             settled_at_s=finite_or_none(state.get("qlp_settled_at_s")),
             descending=state.get("qlp_descending") is True,
+            idle_since_s=finite_or_none(state.get("qlp_idle_since_s")),
+            at_zero=state.get("qlp_at_zero") is True,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +61,8 @@ class PolicyState:
             "qlp_pending_up": self.pending_up,
             "qlp_settled_at_s": self.settled_at_s,
             "qlp_descending": self.descending,
+            "qlp_idle_since_s": self.idle_since_s,
+            "qlp_at_zero": self.at_zero,
         }
 
     def steady(self) -> PolicyState:
@@ -62,10 +70,19 @@ class PolicyState:
         return replace(self, up_since_s=None, down_since_s=None)
 
     def settle(self, ctx: PolicyContext, now: float) -> PolicyState:
-        """Note the moment a scale-up's replicas are all running."""
+        """Note the moment a change took effect: a scale-up's replicas all running, or the
+        first replica of a cold start (which Serve starts without asking the policy, so
+        only ``at_zero`` tells). After a cold start the look-back mean and the replica's
+        window hold the backlog of the start-up, drained in moments: the cooldown keeps
+        the policy from adding replicas for it."""
+        state = self
         if self.pending_up and ctx.current_num_replicas >= ctx.target_num_replicas:
-            return replace(self, pending_up=False, settled_at_s=now)
-        return self
+            state = replace(state, pending_up=False, settled_at_s=now)
+        if ctx.current_num_replicas == 0 and ctx.target_num_replicas == 0:
+            return replace(state, at_zero=True)
+        if state.at_zero and ctx.current_num_replicas > 0:
+            return replace(state, at_zero=False, settled_at_s=now)
+        return state
 
 
 @dataclass(frozen=True)

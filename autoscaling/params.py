@@ -49,6 +49,15 @@ class PolicyParams(BaseModel):
         ge=0,
         description="How long queue and latency must both allow a scale-down before each step.",
     )
+    downscale_to_zero_delay_s: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "With min_replicas 0: how long the deployment must be idle (nothing ongoing or "
+            "queued, no throughput reported) before its last replica goes. Unset: "
+            "downscale_delay_s. Each return from zero costs a cold start."
+        ),
+    )
     max_scale_up_step: int = Field(
         default=16, ge=1, description="Most replicas added by one decision."
     )

@@ -175,9 +175,12 @@ def _scale_down(
 ) -> Step:
     base = _clamp(ctx.target_num_replicas, ctx)
     step = max(1, math.floor(base * params.max_scale_down_fraction))
-    candidate = _clamp(max(floor, base - step), ctx)
+    # The last replica goes only through `_idle_to_zero`, after the idle delay.
+    candidate = _clamp(max(floor, base - step, 1), ctx)
     if candidate >= base:
-        why = f"all signals allow {floor}, held at min_replicas"
+        why = f"all signals allow {floor}, held at {base} (zero only when idle)"
+        if base == ctx.capacity_adjusted_min_replicas:
+            why = f"all signals allow {floor}, held at min_replicas"
         return Step(base, "hold", why, state.steady(), "at_min")
     # The delay guards the start of a descent; once under way, each further
     # step waits only for the signals to settle on the new count (cooldown_s).
@@ -191,6 +194,33 @@ def _scale_down(
     return Step(
         candidate, "down", why, PolicyState(settled_at_s=now, descending=True), "scaling_down"
     )
+
+
+def _is_idle(queue: float | None, readings: ReplicaReadings) -> bool:
+    """Nothing ongoing or queued (Serve's look-back mean is exactly 0) and no replica
+    reporting completed requests in its window."""
+    return queue == 0 and not readings.throughput_rps
+
+
+def _idle_to_zero(
+    ctx: PolicyContext, params: PolicyParams, state: PolicyState, now: float, hold: int
+) -> Step | None:
+    """With min_replicas 0: the last replicas go once the deployment has been idle for
+    ``downscale_to_zero_delay_s`` (default ``downscale_delay_s``). None when it does not apply.
+
+    Serve's wrapper lets a deployment reach 0 only from 1, so from more it takes two ticks.
+    """
+    if ctx.capacity_adjusted_min_replicas > 0 or hold == 0 or state.idle_since_s is None:
+        return None
+    delay_s = params.downscale_to_zero_delay_s
+    if delay_s is None:
+        delay_s = params.downscale_delay_s
+    idle_s = now - state.idle_since_s
+    if idle_s + _DELAY_EPS_S < delay_s:
+        why = f"idle {idle_s:.1f}/{delay_s:g}s before scaling to zero"
+        return Step(hold, "hold", why, state.steady(), "idle_delay")
+    why = f"scale to zero {hold}->0: idle for {idle_s:.1f}s"
+    return Step(0, "down", why, PolicyState(settled_at_s=now), "scaling_to_zero")
 
 
 def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
@@ -209,6 +239,8 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
       they keep allowing it, one more such step per ``cooldown_s``.
     - Neither while replicas are starting or within ``cooldown_s`` of the
       last change taking effect (see ``_cooling_down``).
+    - To zero (min_replicas 0) only through ``_idle_to_zero``: idle for
+      ``downscale_to_zero_delay_s``; scale-downs otherwise stop at one replica.
     - Always within the context's capacity-adjusted min and max.
     """
     state = PolicyState.from_mapping(ctx.policy_state)
@@ -221,6 +253,12 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
     state = state.settle(ctx, now)
     queue = read_queue(ctx)
     readings = read_replicas(ctx, params, now)
+    idle_since_s = (
+        (now if state.idle_since_s is None else state.idle_since_s)
+        if _is_idle(queue, readings)
+        else None
+    )
+    state = replace(state, idle_since_s=idle_since_s)
     described = _describe(queue, readings, params)
     needs = _needs(ctx, queue, readings, params)
 
@@ -231,6 +269,8 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
             why = f"bounds moved {target}->{num}; {why}"
             phase = "bounds"
         reason = f"{why}; {described}"
+        # The idle timer runs across every step: only a request stops it.
+        new_state = replace(new_state, idle_since_s=idle_since_s, at_zero=state.at_zero)
         return Decision(num, direction, reason, new_state, queue, readings, phase, needs)
 
     if ctx.current_num_replicas == 0 and queue:
@@ -240,6 +280,10 @@ def decide(ctx: PolicyContext, params: PolicyParams) -> Decision:
             return decision(Step(hold, "hold", why, state.steady(), "starting"))
         why = f"cold start {target}->{need}"
         return decision(Step(need, "up", why, PolicyState(pending_up=True), "scaling_up"))
+
+    to_zero = _idle_to_zero(ctx, params, state, now, hold)
+    if to_zero is not None and (to_zero.direction == "down" or hold == 1):
+        return decision(to_zero)
 
     signal, need = max(needs.items(), key=lambda item: item[1], default=("none", 0))
     floor = _downscale_floor(queue, readings, params)

@@ -15,7 +15,9 @@ Each policy gets one knob grid and is judged two ways:
   that share (a geometric sweep refined next to the cheapest passing value).
 
 It prints one table, writes ``comparison.json`` and one PNG per trace into
-DIR. Both policies get the same deployment, traces, seeds, min/max replicas,
+DIR. Then scale to zero: ours on the on/off trace with ``min_replicas`` 1 and
+0, replica-seconds saved against the cold starts' cost (``scale_to_zero``).
+Both policies get the same deployment, traces, seeds, min/max replicas,
 metric intervals and delays; only the policy differs.
 """
 
@@ -40,8 +42,10 @@ from autoscaling.simulator.report import (
     OURS,
     OurSetting,
     Row,
+    ScaleToZeroReport,
     SingleSetting,
     TraceReport,
+    format_scale_to_zero,
     format_table,
     plot_trace,
     ray_label,
@@ -49,7 +53,7 @@ from autoscaling.simulator.report import (
 )
 from autoscaling.simulator.service_model import ServiceModel
 from autoscaling.simulator.simulation import SimConfig, SimResult, simulate
-from autoscaling.simulator.traces import Trace, standard_traces
+from autoscaling.simulator.traces import Trace, on_off, standard_traces
 
 RAY_STOCK_TARGET = 2.0
 GOAL_SHARE = 0.99
@@ -73,6 +77,7 @@ class Setup:
     metrics_interval_s: float = 1.0
     upscale_delay_s: float = 2.0
     downscale_delay_s: float = 60.0
+    idle_to_zero_s: float = 10.0  # downscale_to_zero_delay_s of the min_replicas 0 run
     ray_targets: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
     base_rps: float = 100.0
     duration_s: float = 300.0
@@ -84,6 +89,12 @@ class Setup:
 
     def traces(self) -> list[Trace]:
         return standard_traces(self.base_rps, self.duration_s)
+
+    def scale_to_zero_traces(self) -> list[Trace]:
+        """The standard on/off trace (3x base for half of every minute), and sporadic use: a
+        third of the base rate for half of every ``duration_s / 2``, over twice as long."""
+        sporadic = on_off(self.base_rps / 3.0, 2.0 * self.duration_s, self.duration_s / 2.0)
+        return [next(t for t in self.traces() if t.name == "on_off"), sporadic]
 
     def shared_fields(self, trace: Trace) -> dict[str, Any]:
         """Config both policies get; replicas start sized for the first second's load."""
@@ -129,6 +140,24 @@ class Setup:
             downscale_delay_s=self.downscale_delay_s,
             **fields,
         )
+
+
+def scale_to_zero(setup: Setup, trace: Trace) -> ScaleToZeroReport:
+    """Our default setting on ``trace`` with min_replicas 1, then 0 (idle
+    ``idle_to_zero_s`` before zero): replica-seconds saved against the cold starts' cost."""
+    arrivals = trace.arrivals(setup.seed)
+    fields = setup.shared_fields(trace)
+    always_on = queue_latency_config(setup.policy_kwargs(), **fields)
+    kwargs = {**setup.policy_kwargs(), "downscale_to_zero_delay_s": setup.idle_to_zero_s}
+    to_zero = queue_latency_config(kwargs, **{**fields, "min_replicas": 0})
+    return ScaleToZeroReport.of(
+        f"{trace.name}: {trace.description}",
+        simulate(arrivals, trace.duration_s, always_on, setup.sim),
+        simulate(arrivals, trace.duration_s, to_zero, setup.sim),
+        setup.latency_target_ms,
+        setup.idle_to_zero_s,
+        setup.sim.startup_delay_s,
+    )
 
 
 def _run(setup: Setup, trace_index: int, policy: OurSetting | float) -> SimResult:
@@ -282,7 +311,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     setup = Setup(seed=args.seed)
     reports, single = compare(setup, args.out, args.workers)
+    zero = [scale_to_zero(setup, trace) for trace in setup.scale_to_zero_traces()]
     table = format_table(reports, single, setup.latency_target_ms)
+    for report in zero:
+        table += "\n\n" + format_scale_to_zero(report, setup.latency_target_ms)
     print(table)
     payload = {
         "setup": {
@@ -292,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
         "traces": [asdict(report) for report in reports],
         "single_setting": asdict(single),
+        "scale_to_zero": [asdict(report) for report in zero],
     }
     (args.out / "comparison.json").write_text(json.dumps(payload, indent=2) + "\n")
     (args.out / "comparison.md").write_text(table + "\n")

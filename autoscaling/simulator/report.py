@@ -73,6 +73,75 @@ class Row:
 
 
 @dataclass(frozen=True)
+class ScaleToZeroReport:
+    """Our policy on one trace with ``min_replicas`` 1 and 0: the replica-seconds that idling at
+    zero saves against what its cold starts cost the requests that arrive meanwhile."""
+
+    trace: str
+    idle_to_zero_s: float  # downscale_to_zero_delay_s
+    startup_delay_s: float  # a cold start: load, warm-up, until the replica serves
+    always_on: Row
+    to_zero: Row
+    replica_seconds_saved: float
+    cold_starts: int
+    requests_at_zero: int  # arrived while no replica ran
+    at_zero_p50_ms: float
+    at_zero_max_ms: float
+    at_zero_within_target: float
+
+    @classmethod
+    def of(
+        cls,
+        trace: str,
+        always_on: SimResult,
+        to_zero: SimResult,
+        latency_target_ms: float,
+        idle_to_zero_s: float,
+        startup_delay_s: float,
+    ) -> ScaleToZeroReport:
+        waited = to_zero.latency_s[to_zero.at_zero]
+        return cls(
+            trace=trace,
+            idle_to_zero_s=idle_to_zero_s,
+            startup_delay_s=startup_delay_s,
+            always_on=Row.of("min_replicas 1", always_on, latency_target_ms),
+            to_zero=Row.of("min_replicas 0", to_zero, latency_target_ms),
+            replica_seconds_saved=always_on.replica_seconds - to_zero.replica_seconds,
+            cold_starts=to_zero.cold_starts,
+            requests_at_zero=int(waited.size),
+            at_zero_p50_ms=float(1e3 * np.percentile(waited, 50)) if waited.size else 0.0,
+            at_zero_max_ms=float(1e3 * waited.max()) if waited.size else 0.0,
+            at_zero_within_target=float(np.mean(waited <= latency_target_ms / 1e3))
+            if waited.size
+            else 1.0,
+        )
+
+
+def format_scale_to_zero(report: ScaleToZeroReport, latency_target_ms: float) -> str:
+    rows = [
+        f"Scale to zero on `{report.trace}` (idle {report.idle_to_zero_s:g} s before zero, "
+        f"cold start {report.startup_delay_s:g} s):",
+        "",
+        f"| policy | within {latency_target_ms:g} ms | p99 ms | replica-s | cold starts |",
+        "|---|---|---|---|---|",
+    ]
+    for row, colds in ((report.always_on, 0), (report.to_zero, report.cold_starts)):
+        rows.append(
+            f"| {row.policy} | {row.share_within_target:.2%} | {row.p99_ms:.0f} "
+            f"| {row.replica_seconds:.0f} | {colds} |"
+        )
+    saved = report.replica_seconds_saved / max(report.always_on.replica_seconds, 1e-9)
+    rows += [
+        "",
+        f"- saves {report.replica_seconds_saved:.0f} replica-s ({saved:.0%}); "
+        f"{report.requests_at_zero} requests arrived at zero replicas: p50 "
+        f"{report.at_zero_p50_ms:.0f} ms, max {report.at_zero_max_ms:.0f} ms, "
+        f"{report.at_zero_within_target:.0%} within {latency_target_ms:g} ms",
+    ]
+    return "\n".join(rows)
+
+
+@dataclass(frozen=True)
 class SingleSetting:
     """Each policy with one setting for every trace."""
 

@@ -9,6 +9,10 @@ What it models, and where from:
   with the first request, closes after ``batch_wait_timeout_s`` or at
   ``max_batch_size``, and queues for the replica's accelerator, which runs one
   batch at a time for ``a + b * batch`` seconds;
+- scale to zero (``min_replicas: 0``): a request that finds no running replica
+  waits at the handle, which pushes its metrics at once (Serve's cold-start
+  push), and is served once a replica has taken ``startup_delay_s`` (load,
+  warm-up) to start; ``SimResult`` counts these cold starts and their requests;
 - replicas: a new one serves after ``startup_delay_s``; a removed one stops
   taking requests and finishes what it holds (starting ones are cancelled
   first, then the least busy running ones);
@@ -84,6 +88,9 @@ class SimResult:
     replica_seconds: float
     scale_events: int
     decisions: list[tuple[float, int, str]]  # (time, new target, policy's reason if any)
+    cold_starts: int = 0  # times a replica was started with none alive
+    # Requests that arrived while no replica ran: those that paid for a cold start.
+    at_zero: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
     @property
     def requests(self) -> int:
@@ -164,6 +171,8 @@ class _Simulation:
         self.decisions: list[tuple[float, int, str]] = []
         self.scale_events = 0
         self.next_replica = 0
+        self.cold_starts = 0
+        self.arrived_at_zero: set[float] = set()
 
     # -- events -------------------------------------------------------------
 
@@ -243,6 +252,11 @@ class _Simulation:
                 chosen = min(running, key=lambda r: r.ongoing)
         if chosen is None or chosen.ongoing >= limit:
             self.handle_queue.append(arrival)
+            if not running:
+                self.arrived_at_zero.add(arrival)
+                # Serve's router pushes at once when it queues for a deployment at zero.
+                self.record(now)
+                self.push_metrics(now)
             return
         self.enqueue(chosen, arrival, now)
 
@@ -298,6 +312,8 @@ class _Simulation:
 
     def scale_to(self, target: int, now: float) -> None:
         alive = [r for r in self.replicas if not r.stopping]
+        if not alive and target > 0 and now > 0:
+            self.cold_starts += 1
         for _ in range(target - len(alive)):
             self.next_replica += 1
             replica_id = ReplicaID(f"r{self.next_replica}", deployment_id=self.deployment_id)
@@ -415,6 +431,8 @@ class _Simulation:
             replica_seconds=self.replica_seconds(),
             scale_events=self.scale_events,
             decisions=self.decisions,
+            cold_starts=self.cold_starts,
+            at_zero=np.asarray([a in self.arrived_at_zero for a in arrival.tolist()]),
         )
 
     def replica_seconds(self) -> float:

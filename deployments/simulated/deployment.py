@@ -9,6 +9,8 @@ reported through ``record_autoscaling_stats``. ``autoscaling.simulator.service_m
 predicts its capacity from the same numbers.
 
 Requests: ``handle.infer.remote(payload)`` or any HTTP request to the route.
+``load_s`` stands for loading weights and the warm-up pass, so a cold start
+(scale from zero) costs what a real model's would.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class SimulatedSettings(BaseModel):
 class SimulatedAccelerator:
     """Answers each request with the size of the batch it rode in."""
 
-    def __init__(self, stats_window_s: float = 10.0) -> None:
+    def __init__(self, stats_window_s: float = 10.0, load_s: float = 0.0) -> None:
+        init_started_at = time.time()
+        time.sleep(load_s)  # blocking on purpose: a real load holds the constructor too
+        self._lifecycle = {"init_started_at": init_started_at, "loaded_at": time.time()}
         self._settings = SimulatedSettings()
         self._stats = ReplicaStats(window_s=stats_window_s)
         self._batches = BatchRecord()
@@ -75,6 +80,10 @@ class SimulatedAccelerator:
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         return self._stats.snapshot(time.monotonic())
+
+    def lifecycle(self) -> dict[str, float]:
+        """Wall-clock times (``time.time()``) this replica began and finished loading."""
+        return dict(self._lifecycle)
 
     def batch_sizes(self) -> list[int]:
         """Sizes of recent batches on this replica, oldest first."""

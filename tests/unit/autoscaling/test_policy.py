@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from autoscaling.decision import PolicyState
+from autoscaling.params import PolicyParams
 from autoscaling.policy import QueueLatencyPolicy, decide
 from tests.support.policy_context import (
     NOW,
@@ -185,10 +186,153 @@ def test_a_descent_continues_one_step_per_cooldown_until_a_signal_objects() -> N
 
 
 def test_idle_deployment_scales_down_to_min_and_to_zero() -> None:
-    silent = idle_enough(total_num_requests=0.0, replicas=replicas(8, samples=0.0, p95_ms=0.0))
+    silent = idle_enough(
+        total_num_requests=0.0, replicas=replicas(8, samples=0.0, p95_ms=0.0, throughput_rps=0.0)
+    )
     assert decide(silent, params(max_scale_down_fraction=1.0)).num_replicas == 1
     to_zero = replace(silent, capacity_adjusted_min_replicas=0)
     assert decide(to_zero, params(max_scale_down_fraction=1.0)).num_replicas == 0
+
+
+# -- scale to zero (min_replicas 0) -----------------------------------------
+
+
+def one_idle_replica(**overrides: Any) -> FakeContext:
+    """One running replica, nothing ongoing or queued, nothing completed in its window."""
+    base = FakeContext(
+        current_num_replicas=1,
+        target_num_replicas=1,
+        total_num_requests=0.0,
+        replicas=replicas(1, samples=0.0, p95_ms=0.0, throughput_rps=0.0),
+        capacity_adjusted_min_replicas=0,
+    )
+    return replace(base, **overrides)
+
+
+def run_ticks(p: PolicyParams, ticks: list[tuple[float, float, int]]) -> list[tuple[int, str]]:
+    """Replays (seconds after NOW, queue, running replicas) ticks, carrying target and state
+    the way Serve does; returns each tick's (count, phase)."""
+    state: dict[str, Any] = {}
+    target = ticks[0][2]
+    seen: list[tuple[int, str]] = []
+    for at_s, queue, running in ticks:
+        ctx = one_idle_replica(
+            current_num_replicas=running,
+            target_num_replicas=target,
+            total_num_requests=queue,
+            replicas=replicas(running, samples=0.0, p95_ms=0.0, throughput_rps=0.0),
+            current_time=NOW + at_s,
+            policy_state=state,
+        )
+        result = decide(ctx, p)
+        target, state = result.num_replicas, result.state_dict()
+        seen.append((result.num_replicas, result.phase))
+    return seen
+
+
+# A long upscale delay: leaving zero must not wait for it.
+ZERO_AFTER_30S = params(downscale_delay_s=5.0, downscale_to_zero_delay_s=30.0, upscale_delay_s=60)
+
+
+@pytest.mark.parametrize(
+    ("ticks", "expected"),
+    [
+        # idle from 0 s: held until 30 s of idleness, then zero
+        (
+            [(0, 0, 1), (29.9, 0, 1), (30, 0, 1)],
+            [(1, "idle_delay"), (1, "idle_delay"), (0, "scaling_to_zero")],
+        ),
+        # a request at 20 s restarts the idle clock: zero only 30 s after it has gone
+        (
+            [(0, 0, 1), (20, 1, 1), (21, 0, 1), (50, 0, 1), (51, 0, 1)],
+            [
+                (1, "idle_delay"),
+                (1, "steady"),
+                (1, "idle_delay"),
+                (1, "idle_delay"),
+                (0, "scaling_to_zero"),
+            ],
+        ),
+        # at zero: nothing queued holds zero; one queued request asks for 1 at once
+        (
+            [(0, 0, 1), (30, 0, 1), (31, 0, 0), (90, 0, 0), (90.5, 1, 0)],
+            [
+                (1, "idle_delay"),
+                (0, "scaling_to_zero"),
+                (0, "steady"),
+                (0, "steady"),
+                (1, "scaling_up"),
+            ],
+        ),
+        # no flapping: after a cold start the replica stays its full idle delay, not one tick
+        (
+            [(0, 1, 0), (1, 1, 0), (5, 1, 1), (6, 0, 1), (35.9, 0, 1), (36, 0, 1)],
+            [
+                (1, "scaling_up"),
+                (1, "starting"),
+                (1, "steady"),
+                (1, "idle_delay"),
+                (1, "idle_delay"),
+                (0, "scaling_to_zero"),
+            ],
+        ),
+    ],
+)
+def test_scale_to_zero_after_the_idle_delay_and_back_at_once(
+    ticks: list[tuple[float, float, int]], expected: list[tuple[int, str]]
+) -> None:
+    assert run_ticks(ZERO_AFTER_30S, ticks) == expected
+
+
+def test_a_cold_start_cools_down_before_the_start_up_backlog_can_add_replicas() -> None:
+    # Serve starts the first replica without asking the policy (its wrapper's cold-start path);
+    # the look-back mean then still holds what queued meanwhile, drained in moments.
+    p = params(cooldown_s=10.0)
+    at_zero = decide(one_idle_replica(current_num_replicas=0, target_num_replicas=0), p)
+    assert at_zero.state.at_zero
+    backlog = one_idle_replica(total_num_requests=40.0, policy_state=at_zero.state_dict())
+    first = decide(replace(backlog, current_time=NOW + 5), p)
+    assert (first.num_replicas, first.phase) == (1, "cooldown")
+    assert not first.state.at_zero
+    still = decide(replace(backlog, current_time=NOW + 14.9, policy_state=first.state_dict()), p)
+    assert still.num_replicas == 1
+    due = decide(replace(backlog, current_time=NOW + 15, policy_state=still.state_dict()), p)
+    assert due.num_replicas == 10  # the load is still there after the cooldown: 40 / 4
+
+
+def test_the_idle_delay_defaults_to_the_downscale_delay() -> None:
+    p = params(downscale_delay_s=12.0)
+    first = decide(one_idle_replica(), p)
+    early = one_idle_replica(current_time=NOW + 11.9, policy_state=first.state_dict())
+    assert decide(early, p).num_replicas == 1
+    due = one_idle_replica(current_time=NOW + 12, policy_state=first.state_dict())
+    assert decide(due, p).num_replicas == 0
+
+
+def test_recent_completions_are_not_idle() -> None:
+    # The look-back mean can read 0 between short requests; the replicas' windows still count them.
+    busy = one_idle_replica(replicas=replicas(1, samples=5.0, p95_ms=20.0, throughput_rps=0.5))
+    result = decide(busy, ZERO_AFTER_30S)
+    later = replace(busy, current_time=NOW + 60, policy_state=result.state_dict())
+    assert (result.state.idle_since_s, decide(later, ZERO_AFTER_30S).num_replicas) == (None, 1)
+
+
+def test_scale_downs_that_are_not_idle_stop_at_one_replica() -> None:
+    quiet = idle_enough(
+        total_num_requests=0.0,
+        replicas=replicas(8, samples=0.0, p95_ms=0.0, throughput_rps=0.1),
+        capacity_adjusted_min_replicas=0,
+    )
+    result = decide(quiet, params(max_scale_down_fraction=1.0))
+    assert (result.num_replicas, result.phase) == (1, "scaling_down")
+
+
+def test_min_replicas_above_zero_never_reaches_zero_however_long_idle() -> None:
+    first = decide(one_idle_replica(capacity_adjusted_min_replicas=1), ZERO_AFTER_30S)
+    much_later = one_idle_replica(
+        capacity_adjusted_min_replicas=1, current_time=NOW + 3600, policy_state=first.state_dict()
+    )
+    assert decide(much_later, ZERO_AFTER_30S).num_replicas == 1
 
 
 # -- cold start and bounds --------------------------------------------------
@@ -390,6 +534,14 @@ def test_each_scaling_decision_is_logged_with_its_reason(
             "must be below latency_upscale_ratio",
         ),
         ({"latency_target_ms": 100, "target_queue_per_replica": 4, "typo_s": 1}, "typo_s"),
+        (
+            {
+                "latency_target_ms": 100,
+                "target_queue_per_replica": 4,
+                "downscale_to_zero_delay_s": -1,
+            },
+            "downscale_to_zero_delay_s",
+        ),
         (
             {"latency_target_ms": 100, "target_queue_per_replica": 4, "burst_headroom_rps": 50},
             "needs replica_capacity_rps",

@@ -15,7 +15,7 @@ import pytest
 from ray.serve.config import AutoscalingContext
 
 from autoscaling.simulator import traces
-from autoscaling.simulator.compare import GOAL_SHARE, Setup, compare
+from autoscaling.simulator.compare import GOAL_SHARE, Setup, compare, scale_to_zero
 from autoscaling.simulator.controller_model import (
     DeploymentID,
     apply_bounds,
@@ -24,7 +24,7 @@ from autoscaling.simulator.controller_model import (
     ray_default_config,
     resolve_policy,
 )
-from autoscaling.simulator.report import OurSetting, format_table
+from autoscaling.simulator.report import OurSetting, format_scale_to_zero, format_table
 from autoscaling.simulator.service_model import ServiceModel
 from autoscaling.simulator.simulation import SimConfig, simulate
 
@@ -247,3 +247,36 @@ def test_comparison_writes_table_json_and_a_png_per_trace(tmp_path: Path) -> Non
         assert sum(ray for _, _, ray in single.per_trace) == pytest.approx(single.replica_seconds)
         assert "per trace, ours vs Ray: steady" in table
     json.dumps([r.verdict for r in reports])
+
+
+def test_scale_to_zero_saves_replica_seconds_and_charges_cold_starts_to_first_requests() -> None:
+    # on/off: 90 rps for 30 s, silent for 30 s, three times; zero after 5 s idle.
+    setup = Setup(
+        sim=SimConfig(service=FAST, startup_delay_s=3.0),
+        base_rps=30.0,
+        duration_s=180.0,
+        idle_to_zero_s=5.0,
+        default_setting=OurSetting(0.8, 0.0),
+    )
+    report = scale_to_zero(setup, next(t for t in setup.traces() if t.name == "on_off"))
+    assert report.always_on.replica_seconds - report.to_zero.replica_seconds == pytest.approx(
+        report.replica_seconds_saved
+    )
+    # Each of the two later bursts starts at zero; ~30 s silent - idle delay - look-back saved.
+    assert report.cold_starts == 2
+    assert report.replica_seconds_saved >= 2 * (30.0 - 5.0 - setup.look_back_period_s)
+    # The first request of a burst waits for a whole cold start; later ones ride it.
+    assert report.requests_at_zero > 2
+    assert report.at_zero_max_ms >= 1e3 * setup.sim.startup_delay_s
+    assert report.at_zero_within_target < 1.0
+    assert report.to_zero.share_within_target < report.always_on.share_within_target
+    table = format_scale_to_zero(report, setup.latency_target_ms)
+    assert "| min_replicas 0 |" in table
+    assert f"saves {report.replica_seconds_saved:.0f} replica-s" in table
+
+
+def test_min_replicas_one_has_no_cold_starts() -> None:
+    arrivals = traces.on_off(60.0, 120.0).arrivals(seed=1)
+    result = simulate(arrivals, 120.0, ours(), SimConfig(service=FAST))
+    assert (result.cold_starts, int(result.at_zero.sum())) == (0, 0)
+    assert result.running_replicas.min() >= 1
