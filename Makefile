@@ -49,8 +49,8 @@ PROXY_TESTS := $(addprefix tests/integration/,test_gateway_service.py test_drain
 	test_faults.py::test_a_killed_ingress_replica_fails_only_its_requests)
 
 test: install lint
-	$(BIN)/python -m pytest tests
-	SERVE_TEST_PROXY=python $(BIN)/python -m pytest $(PROXY_TESTS)
+	$(BIN)/python -m pytest --durations=25 tests
+	SERVE_TEST_PROXY=python $(BIN)/python -m pytest --durations=10 $(PROXY_TESTS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
