@@ -64,10 +64,8 @@ class FairQueue(Generic[T]):
     ) -> tuple[Ticket[T], Ticket[T] | None]:
         """Queue `item`; returns its ticket and the ticket pushed out to make room (None if
         none was). Raises QueueFull when the queue is full and `item` would leave last."""
-        start = max(self._virtual_time, self._last_finish.get(tenant, 0.0))
-        ticket = Ticket(
-            share.rank, start + max(cost, 1e-9) / share.weight, next(self._seq), start, tenant, item
-        )
+        start, finish = self._tags(tenant, share, cost)
+        ticket = Ticket(share.rank, finish, next(self._seq), start, tenant, item)
         evicted: Ticket[T] | None = None
         if len(self._waiting) >= self._max_waiting:
             if not self._waiting or ticket > self._waiting[-1]:
@@ -77,6 +75,17 @@ class FairQueue(Generic[T]):
         self._last_finish[tenant] = ticket.finish
         bisect.insort(self._waiting, ticket)
         return ticket, evicted
+
+    def send_now(self, tenant: str, share: Share, cost: float) -> None:
+        """Count a request that leaves without waiting (the queue was empty) like one that
+        waited, so a tenant's requests in flight count against its share too."""
+        start, finish = self._tags(tenant, share, cost)
+        self._last_finish[tenant] = finish
+        self._virtual_time = max(self._virtual_time, start)
+
+    def _tags(self, tenant: str, share: Share, cost: float) -> tuple[float, float]:
+        start = max(self._virtual_time, self._last_finish.get(tenant, 0.0))
+        return start, start + max(cost, 1e-9) / share.weight
 
     def pop(self) -> T | None:
         """The next item to send (None when none waits); the virtual time moves to its start."""

@@ -71,7 +71,8 @@ class RouteContext:
                 return await shares.run(served.name, tenant, cost, lambda: call(served))
             except RateLimited as refused:
                 if refused.code == TENANT_SHARE:
-                    request.state.rejection = TENANT_SHARE  # the metrics' refusal reason
+                    # What the metrics count the refusal under.
+                    request.state.model, request.state.rejection = served.name, TENANT_SHARE
                 raise
 
         return in_turn

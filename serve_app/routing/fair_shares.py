@@ -55,12 +55,14 @@ class ModelGate:
             self._leave()
 
     async def _enter(self, tenant: str, cost: float) -> None:
+        share = self._tenants.share(tenant)
         if self.in_flight < self._max_in_flight and not self._queue:
+            self._queue.send_now(tenant, share, cost)
             self.in_flight += 1
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
-            ticket, pushed_out = self._queue.push(tenant, self._tenants.share(tenant), cost, turn)
+            ticket, pushed_out = self._queue.push(tenant, share, cost, turn)
         except QueueFull:
             raise _share_refused(tenant, self._model) from None
         if pushed_out is not None and not pushed_out.item.done():

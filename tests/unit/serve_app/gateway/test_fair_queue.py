@@ -122,3 +122,12 @@ def test_a_removed_request_leaves_nothing_behind_and_gives_back_its_place() -> N
     assert drain(queue) == ["a0", "b0", "a2", "b1"]
     assert queue.remove(first) is False
     assert len(queue) == 0
+
+
+def test_requests_sent_without_waiting_count_against_their_tenants_share() -> None:
+    queue: FairQueue[str] = FairQueue(max_waiting=10)
+    queue.send_now("big", EQUAL, 1)
+    queue.send_now("big", EQUAL, 1)
+    queue.push("big", EQUAL, 1, "big")
+    queue.push("small", EQUAL, 1, "small")
+    assert drain(queue) == ["small", "big"]

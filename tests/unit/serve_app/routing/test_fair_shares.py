@@ -54,8 +54,9 @@ def test_waiting_calls_leave_by_share_and_every_caller_gets_its_answer() -> None
         assert (one.in_flight, one.waiting) == (1, 4)
         model.release()
         assert [await task for task in tasks] == ["big0", "big1", "big2", "big3", "small"]
-        # small waited behind the call already out, then went before big's backlog.
-        assert model.started == ["big0", "big1", "small", "big2", "big3"]
+        # small waited for the call already out (big's, which counts against big's share),
+        # then went before big's backlog.
+        assert model.started == ["big0", "small", "big1", "big2", "big3"]
         assert (one.in_flight, one.waiting) == (0, 0)
 
     asyncio.run(scenario())
