@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
+import httpx
 import orjson
 import pytest
 from ray import serve
@@ -32,6 +33,7 @@ from serve_app.config import parse_args
 from serve_app.ingress import Ingress
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import check_error_body
+from tests.support.serve_apps import wait_until
 from tests.support.simulated_embedder import SimulatedEmbedder
 
 APP = "tenant-shares"
@@ -96,9 +98,21 @@ def base_url(
     ingress = cast(Deployment, Ingress).options(ray_actor_options={"num_cpus": 0.1})
     try:
         serve.run(ingress.bind(args, {MODEL: model.bind()}), name=APP, route_prefix=PREFIX)
-        yield f"{serve_cluster.base_url}{PREFIX}"
+        url = f"{serve_cluster.base_url}{PREFIX}"
+        # The proxy learns the new route a moment after the application is running.
+        wait_until(lambda: _embeds(f"{url}/v1/embeddings"), 60, "an answer through the proxy")
+        yield url
     finally:
         serve.delete(APP)
+
+
+def _embeds(url: str) -> bool:
+    body = {"model": MODEL, "input": "hello"}
+    headers = {"authorization": f"Bearer {SMALL_KEY}"}
+    try:
+        return httpx.post(url, json=body, headers=headers, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 async def post(session: aiohttp.ClientSession, url: str, key: str) -> Answer:
