@@ -192,6 +192,7 @@ def test_a_small_tenant_keeps_its_latency_next_to_one_five_times_over_capacity(
     assert {a.status for a in small} == {200}, f"the small tenant saw errors: {report}"
     assert p99(small) <= SMALL_P99_RATIO * p99(alone), report
     assert busy_rps >= BUSY_RATIO * capacity_rps, report
+    assert busy_rps >= BUSY_RATIO * CAPACITY_RPS, report  # and of one pass at a time
     assert refused, f"the big tenant was never refused: {report}"
     assert {a.status for a in big} <= {200, 429, 503}, report
     assert all(a.retry_after for a in refused), report
