@@ -18,12 +18,14 @@ from serve_app.gateway.body import json_response
 from serve_app.gateway.client_address import ClientAddresses
 from serve_app.gateway.middleware import GatewayMiddleware
 from serve_app.gateway.rate_limit import RateLimiter
+from serve_app.gateway.tenants import Tenants
 from serve_app.generation import route as generation
 from serve_app.metrics import IngressMetrics
 from serve_app.protocol import TASK_PATHS
 from serve_app.rerank import route as rerank
 from serve_app.routing.cache import CachedModels, ResultCache
 from serve_app.routing.context import RouteContext
+from serve_app.routing.fair_shares import FairShares
 from serve_app.routing.fallback import FallbackRouter
 from serve_app.routing.model_cards import ModelCards
 from serve_app.routing.registry import ModelRegistry
@@ -51,7 +53,8 @@ def build_api(
     started_at = int(time.time())
     registry = registry.with_aliases(args.aliases)
     gateway = args.gateway
-    keys = KeyStore.from_config(gateway.auth, environ)
+    tenants = Tenants.from_config(gateway.tenants)
+    keys = KeyStore.from_config(gateway.auth, environ, tenants)
     if not keys.enabled:
         logger.warning("no API keys are configured: /v1 routes are open to anyone who can connect")
     api.add_middleware(
@@ -104,7 +107,8 @@ def build_api(
         data += registry.alias_cards(started_at)
         return json_response({"object": "list", "data": data})
 
-    context = RouteContext(registry, router, cached, args.max_request_body_bytes)
+    shares = FairShares(tenants, gateway.tenants) if tenants is not None else None
+    context = RouteContext(registry, router, cached, args.max_request_body_bytes, shares)
     # One router per task, in the task's own folder (its paths: serve_app.protocol.TASK_PATHS).
     for add_routes in (
         embedding.add_routes,

@@ -32,6 +32,12 @@ class IngressMetrics:
             boundaries=LATENCY_BOUNDARIES_S,
             tag_keys=_tags("model", "route"),
         )
+        self.tenant_latency_s = Histogram(
+            "inference_tenant_latency_s",
+            description="End-to-end latency at the ingress by model and tenant, seconds.",
+            boundaries=LATENCY_BOUNDARIES_S,
+            tag_keys=_tags("model", "tenant"),
+        )
         self.tokens = Counter(
             "inference_tokens_total",
             description="Tokens processed, by model and direction (in: prompt, out: generated).",
@@ -45,7 +51,8 @@ class IngressMetrics:
         )
         self.rejections = Counter(
             "inference_rejections_total",
-            description="Requests refused, by model and reason.",
+            description="Requests refused, by model and reason (HTTP status, or why: "
+            "tenant_share).",
             tag_keys=_tags("model", "reason"),
         )
         self.fallbacks = Counter(
@@ -57,6 +64,9 @@ class IngressMetrics:
     def observe_request(self, model: str, route: str, status: int, latency_s: float) -> None:
         self.requests.inc(tags={"model": model, "route": route, "status": str(status)})
         self.latency_s.observe(latency_s, tags={"model": model, "route": route})
+
+    def observe_tenant(self, model: str, tenant: str, latency_s: float) -> None:
+        self.tenant_latency_s.observe(latency_s, tags={"model": model, "tenant": tenant})
 
     def count_tokens(self, model: str, direction: str, count: int) -> None:
         if count > 0:

@@ -48,4 +48,4 @@ def add_routes(api: FastAPI, context: RouteContext) -> None:
             meter.charge(sum(result.tokens for result in results))
             return json_response(classify_response(served.name, results))
 
-        return await context.answer(request, model, call)
+        return await context.answer(request, model, call, cost=len(payload.texts()))

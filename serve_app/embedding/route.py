@@ -92,4 +92,4 @@ def add_routes(api: FastAPI, context: RouteContext) -> None:
             meter.charge(int(sum(batch.token_counts)))
             return json_response(embedding_response(payload, served.name, batch))
 
-        return await context.answer(request, model, call)
+        return await context.answer(request, model, call, cost=len(texts))

@@ -20,11 +20,15 @@ from pathlib import Path
 from serve_app.errors import AuthenticationFailed, RateLimited, retry_after_header
 from serve_app.gateway.config import AuthConfig
 from serve_app.gateway.rate_limit import RecentCallers, TokenBucket
+from serve_app.gateway.tenants import DEFAULT_TENANT, Tenants
 
 # A '#' at the start of a line or after whitespace starts a comment; one inside a key is refused.
 _COMMENT = re.compile(r"(^|\s)#.*$")
 # Keys travel in an HTTP header: printable ASCII without spaces.
 _KEY = re.compile(r"^[\x21-\x7e]+$")
+# A keys-file line: the key, then optionally its tenant (ASCII blanks only: any other space
+# character stays in the key, which then fails the check above).
+_BLANKS = re.compile(r"[ \t]+")
 KNOWN_KEYS_PER_ADDRESS = 4
 
 
@@ -50,17 +54,44 @@ class Caller:
     """Who made a request: a key's id (a hash prefix, safe to log) or the open service's client."""
 
     key_id: str
+    tenant: str = DEFAULT_TENANT
+
+
+def _tenant_on_line(words: list[str], tenants: Tenants | None, where: str) -> str:
+    """The tenant a keys-file line names after its key (`default` when none)."""
+    if len(words) == 1:
+        return DEFAULT_TENANT
+    if len(words) > 2:
+        raise ValueError(f"auth: {where}: expected '<key>' or '<key> <tenant>', not more words")
+    if tenants is None:
+        raise ValueError(
+            f"auth: {where}: names tenant {words[1]!r}, but gateway.tenants.file is not set"
+        )
+    if words[1] not in tenants:
+        raise ValueError(
+            f"auth: {where}: unknown tenant {words[1]!r}; declared: {', '.join(tenants.names())}"
+        )
+    return words[1]
 
 
 class KeyStore:
-    def __init__(self, keys: list[str]) -> None:
+    def __init__(self, keys: list[str], tenant_of: dict[str, str] | None = None) -> None:
+        """`tenant_of` maps keys to their tenant; the others are the default tenant's."""
         self._digests = [_digest(_checked(key, "a configured key")) for key in keys]
+        self._tenants = {_digest(key): tenant for key, tenant in (tenant_of or {}).items()}
 
     @classmethod
-    def from_config(cls, config: AuthConfig, environ: dict[str, str] | None = None) -> KeyStore:
-        """The configured keys; ValueError naming the place of a key that could never match."""
+    def from_config(
+        cls,
+        config: AuthConfig,
+        environ: dict[str, str] | None = None,
+        tenants: Tenants | None = None,
+    ) -> KeyStore:
+        """The configured keys; ValueError naming the place of a key that could never match
+        or of a tenant that is not declared."""
         environ = dict(os.environ) if environ is None else environ
         keys: list[str] = []
+        tenant_of: dict[str, str] = {}
         if config.api_keys_env:
             values = environ.get(config.api_keys_env, "").split(",")
             for number, value in enumerate(values, start=1):
@@ -72,10 +103,12 @@ class KeyStore:
             if not path.is_file():
                 raise ValueError(f"auth.api_keys_file: {path} does not exist")
             for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1):
-                key = _COMMENT.sub("", line).strip()
-                if key:
-                    keys.append(_checked(key, f"{path} line {number}"))
-        return cls(keys)
+                words = _BLANKS.split(_COMMENT.sub("", line).strip(" \t"))
+                if words[0]:
+                    where = f"{path} line {number}"
+                    keys.append(_checked(words[0], where))
+                    tenant_of[words[0]] = _tenant_on_line(words, tenants, where)
+        return cls(keys, tenant_of)
 
     @property
     def enabled(self) -> bool:
@@ -100,7 +133,10 @@ class KeyStore:
                 matched = digest
         if matched is None:
             raise AuthenticationFailed("Incorrect API key provided.")
-        return Caller(key_id="key-" + matched.hex()[:12])
+        return Caller(
+            key_id="key-" + matched.hex()[:12],
+            tenant=self._tenants.get(matched, DEFAULT_TENANT),
+        )
 
 
 @dataclass

@@ -48,8 +48,31 @@ class CacheConfig(_Section):
     max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
 
+class TenantsConfig(_Section):
+    """Fair shares of each model between tenants; on when `file` is set."""
+
+    file: str | None = Field(
+        default=None,
+        description="YAML file declaring tenants (`tenants: {name: {weight, priority}}`); a key "
+        "in api_keys_file joins one with the tenant's name after it on its line.",
+    )
+    max_in_flight_per_model: int = Field(
+        default=16,
+        ge=1,
+        description="Requests one ingress replica sends to a model at once; more wait in its "
+        "fair queue. About the model's replicas x max_batch_size, plus one.",
+    )
+    max_waiting_per_model: int = Field(
+        default=64,
+        ge=1,
+        description="Requests waiting in one model's fair queue; past it the tenant furthest "
+        "over its share is refused with 429 (code tenant_share).",
+    )
+
+
 class GatewayConfig(_Section):
     auth: AuthConfig = AuthConfig()
+    tenants: TenantsConfig = TenantsConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     cache: CacheConfig = CacheConfig()
     request_timeout_s: float = Field(

@@ -147,6 +147,9 @@ class GatewayMiddleware:
             model = str(state.get("model", "-"))
             route = path if path in KNOWN_ROUTES else "other"
             self.metrics.observe_request(model, route, status, took_s)
+            caller = state.get("caller")
+            if isinstance(caller, Caller):
+                self.metrics.observe_tenant(model, caller.tenant, took_s)
             self.metrics.count_tokens(model, "in", meter.charged if meter is not None else 0)
             if status in (429, 503, 504):
-                self.metrics.count_rejection(model, str(status))
+                self.metrics.count_rejection(model, str(state.get("rejection", status)))

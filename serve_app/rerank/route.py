@@ -60,7 +60,7 @@ def add_routes(api: FastAPI, context: RouteContext) -> None:
             body = rerank_response(served.name, request.state.request_id, payload, scores)
             return json_response(body)
 
-        return await context.answer(request, model, call)
+        return await context.answer(request, model, call, cost=len(documents))
 
     for path in TASK_PATHS["rerank"]:
         api.add_api_route(path, rerank, methods=["POST"], openapi_extra=openapi_body(RerankRequest))

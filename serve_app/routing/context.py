@@ -5,18 +5,20 @@ deadline, noting which model answered."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from serve_app.errors import RateLimited
 from serve_app.gateway.body import parse_json_body
 from serve_app.gateway.deadline import Deadline
 from serve_app.gateway.rate_limit import TokenMeter
 from serve_app.protocol import Task
 from serve_app.routing.cache import CachedModels
+from serve_app.routing.fair_shares import TENANT_SHARE, FairShares
 from serve_app.routing.fallback import FALLBACK_HEADER, FallbackRouter
 from serve_app.routing.registry import ModelRegistry, ServedModel
 
@@ -30,6 +32,8 @@ class RouteContext:
     fallback: FallbackRouter
     cached: CachedModels
     max_request_body_bytes: int
+    # Set when tenants are declared: model calls wait their tenant's turn.
+    shares: FairShares | None = field(default=None)
 
     async def read(self, request: Request, schema: type[ModelT]) -> ModelT:
         """The body, read under the request's deadline (the gateway started it on arrival)."""
@@ -41,15 +45,37 @@ class RouteContext:
     def resolve(self, name: str, task: Task) -> ServedModel:
         return self.registry.resolve(name, task)
 
-    async def answer(self, request: Request, model: ServedModel, call: Call) -> Response:
-        """Run `call` within the request's deadline, on `model` or its fallback."""
+    async def answer(
+        self, request: Request, model: ServedModel, call: Call, cost: float = 1.0
+    ) -> Response:
+        """Run `call` within the request's deadline, on `model` or its fallback; with tenants,
+        in the caller's turn on that model (`cost`: the request's inputs)."""
         deadline: Deadline = request.state.deadline
-        response, routed = await deadline.run(self.fallback.call(model, call))
+        response, routed = await deadline.run(
+            self.fallback.call(model, self._in_turn(request, call, cost))
+        )
         request.state.model = routed.model.name
         if routed.fallback_reason is not None:
             response.headers[FALLBACK_HEADER] = model.name
             response.headers["x-fallback-reason"] = routed.fallback_reason
         return response
+
+    def _in_turn(self, request: Request, call: Call, cost: float) -> Call:
+        shares = self.shares
+        if shares is None:
+            return call
+        tenant: str = request.state.caller.tenant
+
+        async def in_turn(served: ServedModel) -> Response:
+            try:
+                return await shares.run(served.name, tenant, cost, lambda: call(served))
+            except RateLimited as refused:
+                if refused.code == TENANT_SHARE:
+                    # What the metrics count the refusal under.
+                    request.state.model, request.state.rejection = served.name, TENANT_SHARE
+                raise
+
+        return in_turn
 
 
 def limits(request: Request) -> tuple[Deadline, TokenMeter]:

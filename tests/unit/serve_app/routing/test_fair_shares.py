@@ -1,0 +1,151 @@
+"""The per-model gate: calls out at once up to the limit, the rest by tenant share; refusals,
+deadlines and clients that go away leave no slot or waiter behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from serve_app.errors import RateLimited
+from serve_app.gateway.config import TenantsConfig
+from serve_app.gateway.tenants import Tenants, TenantSpec
+from serve_app.routing.fair_shares import TENANT_SHARE, FairShares, ModelGate
+
+TENANTS = Tenants({"big": TenantSpec(weight=1), "small": TenantSpec(weight=1)})
+
+
+def gate(max_in_flight: int = 1, max_waiting: int = 8) -> ModelGate:
+    return ModelGate("m", TENANTS, max_in_flight, max_waiting)
+
+
+class Model:
+    """Calls that finish when the test says so, in the order they started."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self._release: asyncio.Event = asyncio.Event()
+
+    def call(self, name: str) -> Callable[[], Awaitable[str]]:
+        async def run() -> str:
+            self.started.append(name)
+            await self._release.wait()
+            return name
+
+        return run
+
+    def release(self) -> None:
+        self._release.set()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_waiting_calls_leave_by_share_and_every_caller_gets_its_answer() -> None:
+    async def scenario() -> None:
+        model, one = Model(), gate(max_in_flight=1)
+        tasks = [asyncio.create_task(one.run("big", 1, model.call(f"big{i}"))) for i in range(4)]
+        await settle()
+        tasks.append(asyncio.create_task(one.run("small", 1, model.call("small"))))
+        await settle()
+        assert (one.in_flight, one.waiting) == (1, 4)
+        model.release()
+        assert [await task for task in tasks] == ["big0", "big1", "big2", "big3", "small"]
+        # small waited for the call already out (big's, which counts against big's share),
+        # then went before big's backlog.
+        assert model.started == ["big0", "small", "big1", "big2", "big3"]
+        assert (one.in_flight, one.waiting) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_queue_refuses_the_tenant_over_its_share_at_once() -> None:
+    async def scenario() -> None:
+        model, one = Model(), gate(max_in_flight=1, max_waiting=2)
+        out = asyncio.create_task(one.run("big", 1, model.call("out")))
+        waiting = [asyncio.create_task(one.run("big", 1, model.call(f"w{i}"))) for i in range(2)]
+        await settle()
+        with pytest.raises(RateLimited) as refused:
+            await one.run("big", 1, model.call("late"))
+        assert refused.value.code == TENANT_SHARE
+        assert refused.value.status_code == 429
+        assert refused.value.headers["Retry-After"] == "1"
+        assert "'big' is over its share" in refused.value.message
+        # The small tenant is not refused: big's last waiter is, in its place.
+        small = asyncio.create_task(one.run("small", 1, model.call("small")))
+        await settle()
+        with pytest.raises(RateLimited, match="'big'"):
+            await waiting[1]
+        model.release()
+        assert await small == "small"
+        assert await out == "out"
+        assert await waiting[0] == "w0"
+        assert "w1" not in model.started
+        assert "late" not in model.started
+        assert (one.in_flight, one.waiting) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_whose_client_goes_or_whose_deadline_passes_leaves_nothing() -> None:
+    async def scenario() -> None:
+        model, one = Model(), gate(max_in_flight=1)
+        out = asyncio.create_task(one.run("big", 1, model.call("out")))
+        gone = asyncio.create_task(one.run("big", 1, model.call("gone")))
+        await settle()
+        gone.cancel()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await one.run("small", 1, model.call("late"))
+        assert (one.in_flight, one.waiting) == (1, 0)
+        model.release()
+        assert await out == "out"
+        assert gone.cancelled()
+        assert model.started == ["out"]
+        assert (one.in_flight, one.waiting) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_given_just_as_the_client_goes_passes_to_the_next() -> None:
+    async def scenario() -> None:
+        model, one = Model(), gate(max_in_flight=1)
+        waiters: list[asyncio.Task[str]] = []
+
+        async def out_call() -> str:
+            await model.call("out")()
+            # Runs after the gate hands `first` the slot and before `first` wakes up.
+            asyncio.get_running_loop().call_soon(waiters[0].cancel)
+            return "out"
+
+        out = asyncio.create_task(one.run("big", 1, out_call))
+        waiters.append(asyncio.create_task(one.run("big", 1, model.call("first"))))
+        waiters.append(asyncio.create_task(one.run("big", 1, model.call("second"))))
+        await settle()
+        model.release()
+        assert await out == "out"
+        assert await waiters[1] == "second"
+        assert waiters[0].cancelled()
+        assert model.started == ["out", "second"]
+        assert (one.in_flight, one.waiting) == (0, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_call_frees_its_slot() -> None:
+    async def boom() -> str:
+        raise RuntimeError("replica died")
+
+    async def scenario() -> None:
+        shares = FairShares(TENANTS, TenantsConfig(file="x", max_in_flight_per_model=1))
+        with pytest.raises(RuntimeError):
+            await shares.run("m", "big", 1, boom)
+        assert shares.gate("m").in_flight == 0
+        model = Model()
+        model.release()
+        assert await shares.run("m", "unknown-is-default", 1, model.call("x")) == "x"
+
+    asyncio.run(scenario())

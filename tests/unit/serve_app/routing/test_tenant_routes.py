@@ -1,0 +1,119 @@
+"""Tenants through the HTTP API: a busy model's fair queue answers the tenant over its share
+with an OpenAI-shaped 429 `tenant_share`, lets the tenant below it through, and the metrics
+see the refusal's reason and each tenant's latency."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+
+from deployments.contract import EmbeddingBatch
+from serve_app.api import build_api
+from serve_app.config import AppArgs
+from serve_app.metrics import IngressMetrics
+from serve_app.routing.registry import ModelRegistry, ServedModel
+from tests.support.fakes import FakeEmbeddingBackend
+
+MODEL = "minilm"
+
+
+class HeldBackend(FakeEmbeddingBackend):
+    """Embeds once the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        await self.release.wait()
+        return await super().embed(texts)
+
+
+class RecordedMetrics:
+    def __init__(self) -> None:
+        self.rejections: list[tuple[str, str]] = []
+        self.tenants: list[tuple[str, str]] = []
+
+    def observe_request(self, model: str, route: str, status: int, latency_s: float) -> None:
+        return None
+
+    def observe_tenant(self, model: str, tenant: str, latency_s: float) -> None:
+        self.tenants.append((model, tenant))
+
+    def count_tokens(self, model: str, direction: str, count: int) -> None:
+        return None
+
+    def count_cache(self, model: str, hits: int, misses: int) -> None:
+        return None
+
+    def count_rejection(self, model: str, reason: str) -> None:
+        self.rejections.append((model, reason))
+
+    def count_fallback(self, model: str, fallback: str, reason: str) -> None:
+        return None
+
+
+def test_the_tenant_over_its_share_is_refused_and_the_one_below_gets_through(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "keys.txt").write_text("sk-big big\nsk-small small\n")
+    (tmp_path / "tenants.yaml").write_text("tenants:\n  big: {weight: 1}\n  small: {weight: 1}\n")
+    args = AppArgs.model_validate(
+        {
+            "models": [{"name": MODEL, "task": "embedding", "path": "/unused", "cache": False}],
+            "gateway": {
+                "auth": {"api_keys_file": str(tmp_path / "keys.txt")},
+                "request_timeout_s": 3,
+                "tenants": {
+                    "file": str(tmp_path / "tenants.yaml"),
+                    "max_in_flight_per_model": 1,
+                    "max_waiting_per_model": 1,
+                },
+            },
+        }
+    )
+    backend = HeldBackend()
+    metrics = RecordedMetrics()
+    api = build_api(
+        ModelRegistry([ServedModel(args.models[0], backend)]),
+        args,
+        metrics=cast(IngressMetrics, metrics),
+        environ={},
+    )
+
+    async def scenario() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+
+            def post(key: str) -> asyncio.Task[httpx.Response]:
+                return asyncio.create_task(
+                    client.post(
+                        "/v1/embeddings",
+                        json={"model": MODEL, "input": "x"},
+                        headers={"Authorization": f"Bearer {key}"},
+                    )
+                )
+
+            out, waiting = post("sk-big"), post("sk-big")
+            await asyncio.sleep(0.05)
+            late = await post("sk-big")  # the queue is full of big's requests: refused now
+            small = post("sk-small")  # pushes big's waiting one out instead
+            pushed_out = await waiting
+            backend.release.set()
+            return {"late": late, "pushed_out": pushed_out, "out": await out, "small": await small}
+
+    answers = asyncio.run(scenario())
+    for refused in (answers["late"], answers["pushed_out"]):
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "tenant_share"
+        assert error["type"] == "rate_limit_error"
+        assert "tenant 'big' is over its share" in error["message"]
+    assert answers["out"].status_code == 200
+    assert answers["small"].status_code == 200
+    assert metrics.rejections == [(MODEL, "tenant_share"), (MODEL, "tenant_share")]
+    assert sorted(metrics.tenants) == [(MODEL, "big")] * 3 + [(MODEL, "small")]
