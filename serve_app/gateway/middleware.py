@@ -59,7 +59,7 @@ class GatewayMiddleware:
 
     For those it leaves in `scope["state"]`: `deadline` (started at arrival), `caller` and
     `meter` (routes charge the tokens they use to it, streams while they run). Routes report the
-    model that answered as `model`.
+    model that answered as `model`, and why a model refused as `refusal` (the metric's reason).
     """
 
     def __init__(
@@ -149,4 +149,4 @@ class GatewayMiddleware:
             self.metrics.observe_request(model, route, status, took_s)
             self.metrics.count_tokens(model, "in", meter.charged if meter is not None else 0)
             if status in (429, 503, 504):
-                self.metrics.count_rejection(model, str(status))
+                self.metrics.count_rejection(model, str(state.get("refusal", status)))

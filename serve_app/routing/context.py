@@ -12,6 +12,7 @@ from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from serve_app.errors import Overloaded
 from serve_app.gateway.body import parse_json_body
 from serve_app.gateway.deadline import Deadline
 from serve_app.gateway.rate_limit import TokenMeter
@@ -44,7 +45,12 @@ class RouteContext:
     async def answer(self, request: Request, model: ServedModel, call: Call) -> Response:
         """Run `call` within the request's deadline, on `model` or its fallback."""
         deadline: Deadline = request.state.deadline
-        response, routed = await deadline.run(self.fallback.call(model, call))
+        try:
+            response, routed = await deadline.run(self.fallback.call(model, call))
+        except Overloaded as refused:
+            # The gateway counts the refusal by this reason (queue_full, predicted_miss).
+            request.state.model, request.state.refusal = model.name, refused.reason
+            raise
         request.state.model = routed.model.name
         if routed.fallback_reason is not None:
             response.headers[FALLBACK_HEADER] = model.name
