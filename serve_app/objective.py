@@ -64,3 +64,31 @@ def apply_objectives(config: Mapping[str, Any]) -> dict[str, Any]:
                 spec, policy.get("policy_kwargs") or {}
             )
     return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m serve_app.objective serve_config.yaml [out.yaml]`: exit 1 with the message when
+    a policy contradicts its model's objective; with `out.yaml`, write the config with each
+    objective filled into its policy's kwargs (what to `serve run` or `serve deploy`)."""
+    import argparse
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("config", type=Path)
+    parser.add_argument("out", type=Path, nargs="?")
+    options = parser.parse_args(argv)
+    try:
+        applied = apply_objectives(yaml.safe_load(options.config.read_text()))
+    except (ConfigError, ValueError) as exc:
+        print(f"{options.config}: {exc}", file=sys.stderr)
+        return 1
+    if options.out is not None:
+        options.out.write_text(yaml.safe_dump(applied, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

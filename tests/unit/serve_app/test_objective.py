@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from serve_app.config import ConfigError, ModelSpec
-from serve_app.objective import POLICY, apply_objectives, policy_kwargs_for_objective
+from serve_app.objective import POLICY, apply_objectives, main, policy_kwargs_for_objective
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -115,3 +115,18 @@ def test_a_serve_config_that_contradicts_an_objective_is_refused() -> None:
 def test_the_shipped_serve_configs_agree_with_their_objectives(name: str) -> None:
     config = yaml.safe_load((REPO_ROOT / name).read_text())
     apply_objectives(config)
+
+
+def test_the_command_refuses_a_contradiction_and_writes_the_filled_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(serve_config({**KWARGS, "latency_target_ms": 301})))
+    assert main([str(bad)]) == 1
+    assert "latency_target_ms (301) is above" in capsys.readouterr().err
+    good, out = tmp_path / "good.yaml", tmp_path / "out.yaml"
+    good.write_text(yaml.safe_dump(serve_config(dict(KWARGS))))
+    assert main([str(good), str(out)]) == 0
+    written = yaml.safe_load(out.read_text())
+    policy = written["applications"][0]["deployments"][0]["autoscaling_config"]["policy"]
+    assert policy["policy_kwargs"]["latency_target_ms"] == 300
