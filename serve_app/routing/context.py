@@ -45,6 +45,9 @@ class RouteContext:
     async def answer(self, request: Request, model: ServedModel, call: Call) -> Response:
         """Run `call` within the request's deadline, on `model` or its fallback."""
         deadline: Deadline = request.state.deadline
+        if model.spec.slo is not None:
+            # The gateway counts the answer against the requested model's objective.
+            request.state.objective = (model.name, model.spec.slo.latency_ms / 1000)
         try:
             response, routed = await deadline.run(self.fallback.call(model, call))
         except Overloaded as refused:
