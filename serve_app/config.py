@@ -34,7 +34,8 @@ class LatencyObjective(BaseModel):
     admission: bool = Field(
         default=True,
         description="Refuse at once (503 + Retry-After, or send to `fallback`) a request whose "
-        "predicted latency at the ingress is past `latency_ms`, instead of queueing it.",
+        "predicted latency at the ingress is past 0.7 x `latency_ms` (a median prediction held "
+        "against a high percentile), instead of queueing it.",
     )
 
 
@@ -72,7 +73,8 @@ class ModelSpec(ModelSource):
     fallback: str | None = Field(
         default=None,
         description="A cheaper served model of the same task and output shape that answers "
-        "when this one's queue is full or its recent p95 latency is past latency_target_ms.",
+        "when this one's queue is full, its recent latency is past latency_target_ms (or "
+        "slo.latency_ms), or admission predicts it would miss its slo.",
     )
     latency_target_ms: float | None = Field(
         default=None,
