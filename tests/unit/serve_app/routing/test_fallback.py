@@ -114,8 +114,8 @@ def test_a_model_without_fallback_propagates_overload() -> None:
 
 
 async def busy(fallback_router: FallbackRouter, clock: Clock, model: ServedModel, n: int) -> None:
-    """`n` calls on `model` one after another, 0.1 s each on the fake clock: the window then
-    holds 0.1 s per place ahead."""
+    """`n` calls on `model` one after another, 0.1 s each on the fake clock: a service time of
+    0.1 s."""
 
     async def call(served: ServedModel) -> str:
         clock.now_s += 0.1
@@ -125,33 +125,51 @@ async def busy(fallback_router: FallbackRouter, clock: Clock, model: ServedModel
         await fallback_router.call(model, call)
 
 
+async def queued(fallback_router: FallbackRouter, clock: Clock, model: ServedModel) -> None:
+    """A service time of 0.1 s, then five pairs of calls out at once taking 0.15 s: the second
+    of each waited 0.05 s for the one ahead of it."""
+    await busy(fallback_router, clock, model, 5)
+    for _ in range(5):
+        release = asyncio.Event()
+
+        async def call(served: ServedModel, release: asyncio.Event = release) -> str:
+            await release.wait()
+            return served.name
+
+        pair = [asyncio.create_task(fallback_router.call(model, call)) for _ in range(2)]
+        await asyncio.sleep(0)
+        clock.now_s += 0.15
+        release.set()
+        await asyncio.gather(*pair)
+
+
 def test_a_predicted_miss_is_refused_at_once_with_retry_after() -> None:
     clock = Clock()
-    model = served("slow", slo={"latency_ms": 500})
+    model = served("slow", slo={"latency_ms": 520})
     fallback_router, _ = router(clock)
 
     async def scenario() -> None:
-        await busy(fallback_router, clock, model, 5)  # 0.1 s per place, measured
+        await queued(fallback_router, clock, model)
         hold = asyncio.Event()
 
         async def waiting(served: ServedModel) -> str:
             await hold.wait()
             return served.name
 
-        # Admitted while (ahead + 1) * 0.1 s stays within 0.7 * 500 ms: three calls.
-        out = [asyncio.create_task(fallback_router.call(model, waiting)) for _ in range(3)]
+        # Admitted while 0.1 s + ahead * 0.05 s stays within 0.8 * 520 ms: seven calls.
+        out = [asyncio.create_task(fallback_router.call(model, waiting)) for _ in range(7)]
         await asyncio.sleep(0)
-        assert fallback_router.load("slow").in_flight == 3
+        assert fallback_router.load("slow").in_flight == 7
         with pytest.raises(PredictedMiss) as refused:
             await fallback_router.call(model, waiting)
         assert refused.value.status_code == 503
         assert refused.value.reason == "predicted_miss"
         assert refused.value.headers == {"Retry-After": "1"}
-        assert "about 400 ms, past its objective of 500 ms" in refused.value.message
+        assert "about 450 ms, past its objective of 520 ms" in refused.value.message
         hold.set()
         await asyncio.gather(*out)
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
 def test_a_predicted_miss_goes_to_the_fallback_when_there_is_one() -> None:
