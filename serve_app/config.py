@@ -34,7 +34,7 @@ class LatencyObjective(BaseModel):
     admission: bool = Field(
         default=True,
         description="Refuse at once (503 + Retry-After, or send to `fallback`) a request whose "
-        "predicted latency at the ingress is past 0.7 x `latency_ms` (a median prediction held "
+        "predicted latency at the ingress is past 0.8 x `latency_ms` (a median prediction held "
         "against a high percentile), instead of queueing it.",
     )
 

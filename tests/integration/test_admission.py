@@ -31,7 +31,7 @@ from tests.integration.conftest import ServeCluster
 
 APP = "admission"
 PREFIX = "/admission"
-OBJECTIVE_MS = 2000.0
+OBJECTIVE_MS = 2000.0  # on 2 shared cores the path saturates the model only at ~16 in flight
 # One pass of up to 4 inputs takes 0.08 + 0.02 * 4 = 0.16 s: about 25 requests/s of 1 input.
 SIMULATED = {
     "max_batch_size": 4,
@@ -108,7 +108,7 @@ def test_admission_keeps_goodput_and_p99_within_the_objective_under_overload(
         plain, slo = target(base_url, "sim-plain"), target(base_url, "sim-slo")
 
         async def scenario() -> dict[str, Any]:
-            warm = await run_load_async(plain, ClosedLoop(32), Bounds(CAPACITY_S), progress=False)
+            warm = await run_load_async(plain, ClosedLoop(16), Bounds(CAPACITY_S), progress=False)
             capacity_rps = summarize(warm, 1, warmup_s=1.0).throughput_rps
             assert set(warm.status) == {200}
             measured: dict[str, Any] = {"capacity_rps": round(capacity_rps, 1)}
