@@ -34,6 +34,7 @@ SERVE_CONFIG ?= serve_config.yaml
 
 serve: install
 	@$(BIN)/python scripts/check_port.py $(SERVE_CONFIG)
+	@$(BIN)/python -m serve_app.objective $(SERVE_CONFIG)
 	$(SERVE_ENV) $(HAPROXY_ENV) $(BIN)/serve run $(SERVE_CONFIG)
 
 lint: install

@@ -194,3 +194,17 @@ def windowed(record: RunRecord, window_s: float) -> list[WindowStats]:
             )
         )
     return out
+
+
+def goodput_rps(record: RunRecord, objective_s: float, window_s: tuple[float, float]) -> float:
+    """Answers within the objective per second: successful requests sent in `window_s`
+    (start, end: seconds from the run start) whose latency is at most `objective_s`."""
+    start_s, end_s = window_s
+    good = sum(
+        1
+        for sent_s, latency_s, status in zip(
+            record.start_s, record.latency_s, record.status, strict=True
+        )
+        if start_s <= sent_s < end_s and is_ok(status) and latency_s <= objective_s
+    )
+    return good / (end_s - start_s) if end_s > start_s else 0.0

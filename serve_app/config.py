@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,34 @@ from serve_app.routing.aliases import AliasSpec
 _DEPLOYMENT_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 TokenInputsSetting = Literal["openai", "model_vocabulary", "reject"]
 TokenEncoding = Literal["cl100k_base", "o200k_base"]
+# The fallback's trigger before a model declared an objective: recent p95 at the ingress.
+DEFAULT_TRIGGER_PERCENTILE = 95
+
+
+class LatencyObjective(BaseModel):
+    """A model's one latency objective: `percentile` of requests answered within `latency_ms`
+    at the ingress. The fallback trigger, admission and the autoscaling policy's target read it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float = Field(gt=0, description="Latency promised to clients, ms.")
+    percentile: Literal[50, 90, 95, 99] = Field(
+        default=99, description="Share of requests (in percent) the promise covers."
+    )
+    admission: bool = Field(
+        default=True,
+        description="Refuse at once (503 + Retry-After, or send to `fallback`) a request whose "
+        "predicted latency at the ingress is past 0.8 x `latency_ms` (a median prediction held "
+        "against a high percentile), instead of queueing it.",
+    )
+
+
+@dataclass(frozen=True)
+class LatencyTrigger:
+    """When the ingress sends a model's requests to its fallback: recent pN past target_ms."""
+
+    target_ms: float
+    percentile: int
 
 
 class ModelSpec(ModelSource):
@@ -44,10 +73,20 @@ class ModelSpec(ModelSource):
     fallback: str | None = Field(
         default=None,
         description="A cheaper served model of the same task and output shape that answers "
-        "when this one's queue is full or its recent p95 latency is past latency_target_ms.",
+        "when this one's queue is full, its recent latency is past latency_target_ms (or "
+        "slo.latency_ms), or admission predicts it would miss its slo.",
     )
     latency_target_ms: float | None = Field(
-        default=None, gt=0, description="Recent p95 at the ingress above which to use `fallback`."
+        default=None,
+        gt=0,
+        description="Recent latency at the ingress above which to use `fallback` (at "
+        "slo.percentile, p95 without an slo). Defaults to slo.latency_ms; when both are set it "
+        "may be lower (degrade early), never higher.",
+    )
+    slo: LatencyObjective | None = Field(
+        default=None,
+        description="The model's latency objective: the fallback trigger, admission by "
+        "predicted wait and the autoscaling policy's target.",
     )
     cache: bool = Field(
         default=True, description="Embeddings and rerank scores: use the ingress cache."
@@ -124,6 +163,28 @@ class ModelSpec(ModelSource):
                 f"{self.token_inputs} no OpenAI encoding is used (remove token_encoding)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _fallback_trigger_within_the_objective(self) -> ModelSpec:
+        if self.slo is None or self.latency_target_ms is None:
+            return self
+        if self.latency_target_ms > self.slo.latency_ms:
+            raise ValueError(
+                f"latency_target_ms ({self.latency_target_ms:g}) is above slo.latency_ms "
+                f"({self.slo.latency_ms:g}): the fallback would start only after the objective "
+                f"is missed; lower latency_target_ms to at most {self.slo.latency_ms:g} or "
+                "remove it (slo.latency_ms is then the trigger)"
+            )
+        return self
+
+    def fallback_trigger(self) -> LatencyTrigger | None:
+        """The latency past which requests go to `fallback` (None: latency never triggers it)."""
+        if self.latency_target_ms is not None:
+            percentile = self.slo.percentile if self.slo else DEFAULT_TRIGGER_PERCENTILE
+            return LatencyTrigger(self.latency_target_ms, percentile)
+        if self.slo is not None:
+            return LatencyTrigger(self.slo.latency_ms, self.slo.percentile)
+        return None
 
     @field_validator("deployment")
     @classmethod

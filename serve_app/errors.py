@@ -102,6 +102,7 @@ class Overloaded(APIError):
     status_code = 503
     error_type = "server_error"
     default_code = "overloaded"
+    reason = "queue_full"  # the rejections metric's label; subclasses name other causes
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message, headers=retry_after_header(retry_after_s))

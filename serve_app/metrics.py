@@ -55,6 +55,13 @@ class IngressMetrics:
             "tenant_share).",
             tag_keys=_tags("model", "reason"),
         )
+        self.objective = Counter(
+            "inference_objective_total",
+            description="Answers (200) to requests for a model with an slo, by that model and "
+            "whether they came within its latency_ms (result: met or missed). The rate of `met` "
+            "is the goodput within the objective.",
+            tag_keys=_tags("model", "result"),
+        )
         self.fallbacks = Counter(
             "inference_fallbacks_total",
             description="Requests sent to a model's cheaper fallback instead of being refused.",
@@ -80,6 +87,9 @@ class IngressMetrics:
 
     def count_rejection(self, model: str, reason: str) -> None:
         self.rejections.inc(tags={"model": model, "reason": reason})
+
+    def count_objective(self, model: str, met: bool) -> None:
+        self.objective.inc(tags={"model": model, "result": "met" if met else "missed"})
 
     def count_fallback(self, model: str, fallback: str, reason: str) -> None:
         self.fallbacks.inc(tags={"model": model, "fallback": fallback, "reason": reason})

@@ -8,9 +8,11 @@ the batches, the knobs come from ``user_config`` (live through
 reported through ``record_autoscaling_stats``. ``autoscaling.simulator.service_model``
 predicts its capacity from the same numbers.
 
-Requests: ``handle.infer.remote(payload)`` or any HTTP request to the route.
-``load_s`` stands for loading weights and the warm-up pass, so a cold start
-(scale from zero) costs what a real model's would.
+Requests: ``handle.infer.remote(payload)`` or any HTTP request to the route. It also answers
+the embedding contract (``embed``, ``describe``), one batch item per text, so the real ingress
+can front it as an embedding model (admission and overload tests). ``load_s`` stands for
+loading weights and the warm-up pass, so a cold start (scale from zero) costs what a real
+model's would.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import asyncio
 import time
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from starlette.requests import Request
 
 from autoscaling.replica_stats import ReplicaStats, Timed
 from deployments.batching.passes import BatchSettings
+from deployments.contract import EmbeddingBatch
 from deployments.replica.observation import BatchRecord
 
 
@@ -69,6 +73,17 @@ class SimulatedAccelerator:
     async def __call__(self, request: Request) -> dict[str, Any]:
         body = await request.body()
         return await self.infer(body.decode("utf-8", errors="replace"))
+
+    async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        """One batch item per text; every vector is the same unit vector."""
+        now = time.monotonic()
+        await asyncio.gather(*(self._infer_batch(Timed(text, now)) for text in texts))
+        return EmbeddingBatch(
+            vectors=np.full((len(texts), 4), 0.5, dtype=np.float32), token_counts=[1] * len(texts)
+        )
+
+    def describe(self) -> dict[str, object]:
+        return {"task": "embedding", "simulated": self._settings.model_dump()}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _infer_batch(self, items: list[Timed[str]]) -> list[dict[str, Any]]:

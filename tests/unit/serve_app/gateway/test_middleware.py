@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -13,6 +13,7 @@ from deployments.contract import EmbeddingBatch
 from serve_app.api import build_api
 from serve_app.config import AppArgs, ModelSpec
 from serve_app.errors import Overloaded
+from serve_app.metrics import IngressMetrics
 from serve_app.routing.registry import ModelRegistry, ServedModel
 from tests.support.fakes import FakeEmbeddingBackend, FakeRerankBackend
 
@@ -353,3 +354,56 @@ def test_with_keys_task_routes_outside_v1_need_one_too() -> None:
         keyed = client.post(path, json=body, headers={"Authorization": "Bearer sk-one"})
         assert keyed.status_code == 200
     assert client.post("/v2/other", json=body).status_code == 404  # not a task route: no gate
+
+
+class RecordingMetrics:
+    """What the gateway counts, as (method, arguments)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        return lambda *args: self.events.append((method, args))
+
+    def of(self, method: str) -> list[tuple[Any, ...]]:
+        return [args for name, args in self.events if name == method]
+
+
+def test_a_predicted_miss_is_a_503_counted_apart_from_a_full_queue() -> None:
+    specs = [
+        {"name": MODEL, "task": "embedding", "path": "/unused", "cache": False},
+        {
+            "name": "slow",
+            "task": "embedding",
+            "path": "/unused",
+            "cache": False,
+            "slo": {"latency_ms": 100},
+        },
+    ]
+    metrics = RecordingMetrics()
+    models = [
+        ServedModel(
+            ModelSpec.model_validate(specs[0]), FakeEmbeddingBackend(error=Overloaded("full"))
+        ),
+        ServedModel(ModelSpec.model_validate(specs[1]), SlowBackend(delay_s=0.09)),
+    ]
+    api = build_api(
+        ModelRegistry(models),
+        AppArgs.model_validate({"models": specs}),
+        metrics=cast(IngressMetrics, metrics),
+        environ={},
+    )
+    client = TestClient(api, raise_server_exceptions=False)
+    # Alone, a call takes 0.09 s: within the objective, but past the 0.7 of it admission keeps.
+    answers = [
+        client.post("/v1/embeddings", json={"model": "slow", "input": "x"}) for _ in range(6)
+    ]
+    assert [a.status_code for a in answers] == [200] * 5 + [503]
+    refused = answers[-1]
+    assert refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert (error["type"], error["code"]) == ("server_error", "overloaded")
+    assert "past its objective of 100 ms" in error["message"]
+    assert metrics.of("count_objective") == [("slow", True)] * 5
+    client.post("/v1/embeddings", json={"model": MODEL, "input": "x"})
+    assert metrics.of("count_rejection") == [("slow", "predicted_miss"), (MODEL, "queue_full")]
