@@ -1,6 +1,6 @@
 """Fair shares between tenants through the real ingress, in front of a simulated accelerator
-whose capacity is known (tests/support/simulated_embedder.py): one pass of up to BATCH texts
-takes PASS_S, so the model answers about BATCH / PASS_S requests a second.
+whose capacity is known (deployments/simulated, answering as an embedding model): one pass of
+up to BATCH texts takes PASS_S, so the model answers about BATCH / PASS_S requests a second.
 
 Three phases of PHASE_S, open loop, one request = one text:
 1. the small tenant alone at 10% of capacity: its p99 alone;
@@ -29,12 +29,12 @@ from ray import serve
 from ray.serve.deployment import Deployment
 
 from benchmarks.stats import percentile
+from deployments.simulated.deployment import SimulatedAccelerator
 from serve_app.config import parse_args
 from serve_app.ingress import Ingress
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import check_error_body
 from tests.support.serve_apps import wait_until
-from tests.support.simulated_embedder import SimulatedEmbedder
 
 APP = "tenant-shares"
 PREFIX = "/tenant-shares"
@@ -86,8 +86,9 @@ def base_url(
             },
         }
     )
-    model = cast(Deployment, SimulatedEmbedder).options(
+    model = cast(Deployment, SimulatedAccelerator).options(
         name=MODEL,
+        max_ongoing_requests=256,
         user_config={
             "max_batch_size": BATCH,
             "batch_wait_timeout_s": PASS_S,
