@@ -66,6 +66,7 @@ def build_api(
         request_timeout_s=gateway.request_timeout_s,
         metrics=metrics,
         echo_request_id=echo_request_id,
+        tenant_latency=tenants is not None,
     )
     cache = ResultCache(gateway.cache.max_bytes) if gateway.cache.enabled else None
     cached = CachedModels(cache, metrics)

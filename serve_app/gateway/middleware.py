@@ -73,6 +73,7 @@ class GatewayMiddleware:
         request_timeout_s: float,
         metrics: IngressMetrics | None,
         echo_request_id: bool,
+        tenant_latency: bool = False,
     ) -> None:
         self.app = app
         self.keys = keys
@@ -81,6 +82,9 @@ class GatewayMiddleware:
         self.addresses = addresses
         self.request_timeout_s = request_timeout_s
         self.metrics = metrics
+        # Latency by tenant only where tenants are declared: otherwise it would repeat the
+        # request histogram, one more observation per request.
+        self.tenant_latency = tenant_latency
         # Serve's own proxy echoes x-request-id; outside Serve this middleware does.
         self.echo_request_id = echo_request_id
 
@@ -149,7 +153,7 @@ class GatewayMiddleware:
             route = path if path in KNOWN_ROUTES else "other"
             self.metrics.observe_request(model, route, status, took_s)
             caller = state.get("caller")
-            if isinstance(caller, Caller):
+            if self.tenant_latency and isinstance(caller, Caller):
                 self.metrics.observe_tenant(model, caller.tenant, took_s)
             self.metrics.count_tokens(model, "in", meter.charged if meter is not None else 0)
             if status in (429, 503, 504):

@@ -71,7 +71,9 @@ class ModelLoad:
         self.latency = ReplicaStats(WINDOW_S, max_samples=512)
         self.per_place = ReplicaStats(WINDOW_S, max_samples=512)
 
-    async def timed(self, call: Awaitable[T]) -> T:
+    async def timed(self, call: Awaitable[T], per_place: bool = True) -> T:
+        """`call`, counted and timed. `per_place`: also keep its seconds per place ahead (a
+        percentile over the window per call: only for a model that admits by predicted wait)."""
         ahead = self.in_flight
         self.in_flight += 1
         started_s = self._clock()
@@ -82,9 +84,10 @@ class ModelLoad:
         now = self._clock()
         latency_s = now - started_s
         self.latency.observe(latency_s, 0.0, now)
-        service_s = self.latency.latency_s(SERVICE_PERCENTILE, now, MIN_SAMPLES)
-        if ahead and service_s is not None:
-            self.per_place.observe(max(0.0, latency_s - service_s) / ahead, 0.0, now)
+        if per_place and ahead:
+            service_s = self.latency.latency_s(SERVICE_PERCENTILE, now, MIN_SAMPLES)
+            if service_s is not None:
+                self.per_place.observe(max(0.0, latency_s - service_s) / ahead, 0.0, now)
         return result
 
     def latency_s(self, percentile: int) -> float | None:

@@ -57,7 +57,9 @@ class FallbackRouter:
         return latency_s is not None and latency_s * 1000 > trigger.target_ms
 
     async def _timed(self, model: ServedModel, call: Callable[[ServedModel], Awaitable[T]]) -> T:
-        return await self.load(model.name).timed(call(model))
+        slo = model.spec.slo
+        admits = slo is not None and slo.admission
+        return await self.load(model.name).timed(call(model), per_place=admits)
 
     async def call(
         self, primary: ServedModel, call: Callable[[ServedModel], Awaitable[T]]

@@ -117,3 +117,25 @@ def test_the_tenant_over_its_share_is_refused_and_the_one_below_gets_through(
     assert answers["small"].status_code == 200
     assert metrics.rejections == [(MODEL, "tenant_share"), (MODEL, "tenant_share")]
     assert sorted(metrics.tenants) == [(MODEL, "big")] * 3 + [(MODEL, "small")]
+
+
+def test_without_tenants_no_latency_by_tenant_is_recorded() -> None:
+    args = AppArgs.model_validate(
+        {"models": [{"name": MODEL, "task": "embedding", "path": "/unused", "cache": False}]}
+    )
+    metrics = RecordedMetrics()
+    api = build_api(
+        ModelRegistry([ServedModel(args.models[0], FakeEmbeddingBackend())]),
+        args,
+        metrics=cast(IngressMetrics, metrics),
+        environ={},
+    )
+
+    async def scenario() -> int:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post("/v1/embeddings", json={"model": MODEL, "input": "x"})
+            return response.status_code
+
+    assert asyncio.run(scenario()) == 200
+    assert metrics.tenants == []
