@@ -12,14 +12,13 @@ import openai
 import pytest
 import torch
 from ray import serve
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fixtures_models import TinyModels, direct, tiny_models
 from tests.support.sse import parse_events
 
-__all__ = ["tiny_models"]
+__all__ = ["direct", "tiny_models"]
 
 APP = "gen-logprobs"
 PREFIX = "/lp"
@@ -52,12 +51,6 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
         serve.delete(APP)
-
-
-@pytest.fixture(scope="module")
-def direct(tiny_models: TinyModels) -> tuple[Any, Any]:
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_models.gpt2)).eval()
-    return model, AutoTokenizer.from_pretrained(str(tiny_models.gpt2))
 
 
 def logprobs_of(direct: tuple[Any, Any], ids: list[int]) -> torch.Tensor:

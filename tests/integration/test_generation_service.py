@@ -19,15 +19,15 @@ import httpx
 import pytest
 import torch
 from ray import serve
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fixtures_models import TinyModels, direct, tiny_models
 from tests.support.serve_apps import poll
 from tests.support.sse import parse_event, parse_events
 
-__all__ = ["tiny_models"]
+__all__ = ["direct", "tiny_models"]
 
 APP = "gen-service"
 PREFIX = "/gen"
@@ -75,13 +75,6 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
         serve.delete(APP)
-
-
-@pytest.fixture(scope="module")
-def direct(tiny_models: TinyModels) -> tuple[Any, Any]:
-    """The GPT-2 and its tokenizer, loaded plainly with transformers in this process."""
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_models.gpt2)).eval()
-    return model, AutoTokenizer.from_pretrained(str(tiny_models.gpt2))
 
 
 def greedy(direct: tuple[Any, Any], ids: list[int], max_tokens: int) -> tuple[str, int]:

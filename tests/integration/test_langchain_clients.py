@@ -12,13 +12,12 @@ from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI, OpenAI
 from pydantic import SecretStr
 from ray import serve
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fixtures_models import TinyModels, direct, tiny_models
 
-__all__ = ["tiny_models"]
+__all__ = ["direct", "tiny_models"]
 
 APP = "langchain-gen"
 PREFIX = "/lc"
@@ -34,12 +33,6 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
         yield f"{serve_cluster.base_url}{PREFIX}/v1"
     finally:
         serve.delete(APP)
-
-
-@pytest.fixture(scope="module")
-def direct(tiny_models: TinyModels) -> tuple[Any, Any]:
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_models.gpt2)).eval()
-    return model, AutoTokenizer.from_pretrained(str(tiny_models.gpt2))
 
 
 def greedy(direct: tuple[Any, Any], text: str, max_tokens: int) -> str:

@@ -9,13 +9,12 @@ import openai
 import pytest
 import torch
 from ray import serve
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fixtures_models import TinyModels, direct, tiny_models
 
-__all__ = ["tiny_models"]
+__all__ = ["direct", "tiny_models"]
 
 APP = "openai-gen"
 PREFIX = "/oai"
@@ -32,12 +31,6 @@ def client(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[ope
         )
     finally:
         serve.delete(APP)
-
-
-@pytest.fixture(scope="module")
-def direct(tiny_models: TinyModels) -> tuple[Any, Any]:
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_models.gpt2)).eval()
-    return model, AutoTokenizer.from_pretrained(str(tiny_models.gpt2))
 
 
 def greedy(direct: tuple[Any, Any], ids: list[int], max_tokens: int) -> str:

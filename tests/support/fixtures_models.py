@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,3 +36,13 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-label BERT cross-encoder (rerank), built once per test run."""
     return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-models") / "cross-encoder")
+
+
+@pytest.fixture(scope="module")
+def direct(tiny_models: TinyModels) -> tuple[Any, Any]:
+    """The tiny GPT-2 and its tokenizer, loaded plainly with transformers in this process: what
+    the service's answers are compared with."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_models.gpt2)).eval()
+    return model, AutoTokenizer.from_pretrained(str(tiny_models.gpt2))
