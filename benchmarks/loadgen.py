@@ -200,13 +200,15 @@ async def _closed_loop(
     return 0.0
 
 
-async def _open_loop(
-    sender: _Sender, target: Target, shape: OpenLoop, bounds: Bounds, t0_s: float
+async def dispatch_on_schedule(
+    arrivals_s: Sequence[float],
+    t0_s: float,
+    send: Callable[[int, float], Coroutine[Any, Any, None]],
+    drain_timeout_s: float,
 ) -> float:
-    """Dispatch on schedule; returns the worst lateness of a dispatch."""
-    arrivals_s = poisson_arrivals_s(
-        shape.rate_rps, bounds.duration_s, shape.seed, bounds.max_requests
-    )
+    """Start ``send(index, due_s)`` at each arrival (seconds after ``t0_s``, a perf_counter
+    time) without waiting for answers, then give those in flight ``drain_timeout_s`` to end.
+    Returns the worst lateness of a dispatch."""
     in_flight: set[asyncio.Task[None]] = set()
     max_lag_s = 0.0
     for index, offset_s in enumerate(arrivals_s):
@@ -216,17 +218,31 @@ async def _open_loop(
             await asyncio.sleep(wait_s)
         else:
             max_lag_s = max(max_lag_s, -wait_s)
-        body = target.bodies[index % len(target.bodies)]
-        task = asyncio.create_task(sender.send(body, due_s))
+        task = asyncio.create_task(send(index, due_s))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
     if in_flight:
-        _, late = await asyncio.wait(
-            set(in_flight), timeout=bounds.request_timeout_s + _DRAIN_MARGIN_S
-        )
-        for task in late:  # cannot happen unless aiohttp ignores its timeout
+        _, late = await asyncio.wait(set(in_flight), timeout=drain_timeout_s)
+        for task in late:  # cannot happen unless the sender ignores its own timeout
             task.cancel()
     return max_lag_s
+
+
+async def _open_loop(
+    sender: _Sender, target: Target, shape: OpenLoop, bounds: Bounds, t0_s: float
+) -> float:
+    """Dispatch on schedule; returns the worst lateness of a dispatch."""
+    arrivals_s = poisson_arrivals_s(
+        shape.rate_rps, bounds.duration_s, shape.seed, bounds.max_requests
+    )
+    bodies = target.bodies
+
+    def send(index: int, due_s: float) -> Coroutine[Any, Any, None]:
+        return sender.send(bodies[index % len(bodies)], due_s)
+
+    return await dispatch_on_schedule(
+        arrivals_s, t0_s, send, bounds.request_timeout_s + _DRAIN_MARGIN_S
+    )
 
 
 async def run_load_async(

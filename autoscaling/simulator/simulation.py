@@ -15,7 +15,9 @@ What it models, and where from:
   warm-up) to start; ``SimResult`` counts these cold starts and their requests;
 - replicas: a new one serves after ``startup_delay_s``; a removed one stops
   taking requests and finishes what it holds (starting ones are cancelled
-  first, then the least busy running ones);
+  first, then the least busy running ones), and one that ran is gone (its
+  replica-seconds end) at the first of Serve's ``graceful_shutdown_wait_loop_s``
+  checks that finds it idle;
 - metrics as Serve collects them: every ``min(metrics_interval_s,
   0.2 * look_back_period_s)`` the handle samples ongoing + queued requests and
   each replica calls ``ReplicaStats.snapshot``; every ``metrics_interval_s``
@@ -72,6 +74,9 @@ class SimConfig:
     control_interval_s: float = CONTROL_LOOP_INTERVAL_S
     stats_window_s: float = 10.0
     drain_s: float = 60.0
+    # Serve's graceful_shutdown_wait_loop_s (default 2 s): a stopping replica that has run
+    # holds its resources at least this long.
+    shutdown_wait_loop_s: float = 2.0
     seed: int = 0
 
 
@@ -126,6 +131,7 @@ class _Replica:
         self.replica_id = replica_id
         self.created_at = created_at
         self.stopped_at: float | None = None
+        self.stop_requested_at: float | None = None
         self.running = False
         self.stopping = False
         self.ongoing = 0
@@ -297,7 +303,7 @@ class _Simulation:
             self.start_batch(replica, now)
         if replica.stopping:
             if replica.ongoing == 0:
-                replica.stopped_at = now
+                replica.stopped_at = self.stopped_after_drain(replica, now)
             return
         while self.handle_queue and replica.ongoing < self.sim.max_ongoing_requests:
             self.enqueue(replica, self.handle_queue.popleft(), now)
@@ -329,10 +335,22 @@ class _Simulation:
             if replica.running:
                 self.running.remove(replica)
                 self.raw_view = None
+            replica.stop_requested_at = now
             if replica.ongoing == 0:
-                replica.stopped_at = now
+                replica.stopped_at = self.stopped_after_drain(replica, now)
             elif replica.open_batch is not None:
                 self.close_batch(replica, now)  # a stopping replica drains, no new batch
+
+    def stopped_after_drain(self, replica: _Replica, drained_at: float) -> float:
+        """When a stopping replica is gone. One that never ran stops at once; one that ran
+        checks for requests only after each ``graceful_shutdown_wait_loop_s``, the first
+        check one loop after the stop (Serve's ``_drain_ongoing_requests``)."""
+        requested_at = replica.stop_requested_at
+        loop_s = self.sim.shutdown_wait_loop_s
+        if not replica.running or requested_at is None or loop_s <= 0:
+            return drained_at
+        loops = max(1, math.ceil((drained_at - requested_at) / loop_s - 1e-9))
+        return requested_at + loops * loop_s
 
     # -- metrics and control --------------------------------------------------
 

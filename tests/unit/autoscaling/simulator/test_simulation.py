@@ -280,3 +280,16 @@ def test_min_replicas_one_has_no_cold_starts() -> None:
     result = simulate(arrivals, 120.0, ours(), SimConfig(service=FAST))
     assert (result.cold_starts, int(result.at_zero.sum())) == (0, 0)
     assert result.running_replicas.min() >= 1
+
+
+def test_a_replica_removed_while_idle_holds_on_for_serves_shutdown_wait_loop() -> None:
+    # Six replicas, no traffic: the policy takes them down to one; each that ran costs one
+    # graceful_shutdown_wait_loop_s past its stop, as Serve's drain checks only after a loop.
+    config = ours(initial_replicas=6)
+    waits = {}
+    for loop_s in (0.0, 2.0):
+        sim = SimConfig(service=FAST, shutdown_wait_loop_s=loop_s)
+        waits[loop_s] = simulate(np.array([1.0]), 90.0, config, sim)
+    assert waits[0.0].target_replicas[-1] == waits[2.0].target_replicas[-1] == 1
+    extra = waits[2.0].replica_seconds - waits[0.0].replica_seconds
+    assert extra == pytest.approx(5 * 2.0)
