@@ -14,6 +14,7 @@ from serve_app.config import AppArgs
 from serve_app.embedding.coalescer import EmbeddingCoalescer
 from serve_app.gateway.haproxy_wrapper import BINARY_ENV, is_wrapper
 from serve_app.metrics import IngressMetrics
+from serve_app.objective import check_deployed_policies
 from serve_app.routing.backends import HandleBackend
 from serve_app.routing.registry import ModelRegistry, ServedModel
 
@@ -26,6 +27,7 @@ class Ingress:
     """Holds one `DeploymentHandle` per served model; the FastAPI app is built per replica."""
 
     def __init__(self, args: AppArgs, handles: dict[str, Any]) -> None:
+        _check_objectives(args)
         self._args = args
         coalescer = EmbeddingCoalescer()
         self._registry = ModelRegistry(
@@ -42,6 +44,19 @@ class Ingress:
             replica_count=_ingress_replica_count,
             behind_haproxy=_behind_our_haproxy(),
         )
+
+
+def _check_objectives(args: AppArgs) -> None:
+    """Refuse to start (so the deploy fails, naming the field) where a model's `slo` contradicts
+    the autoscaling policy Serve applied to its deployment."""
+    if all(spec.slo is None for spec in args.models):
+        return
+    client = serve.context._get_global_client()
+    if client is None:
+        return
+    app = serve.get_replica_context().app_name
+    details = client.get_serve_details()["applications"].get(app, {})
+    check_deployed_policies(args, details.get("deployments", {}))
 
 
 def _ingress_replica_count() -> int:

@@ -3,7 +3,10 @@
 Serve builds the policy from `policy_kwargs` in serve_config.yaml's `deployments:` block, which
 replaces whatever the application builder sets, and the builder never sees that block. So the
 objective reaches the policy here, where a whole serve config is read: kwargs left out are filled
-from `slo`, and kwargs that contradict it are refused with what to change.
+from `slo`, and kwargs that contradict it are refused with what to change. The running service
+checks again: each ingress replica, as it starts, reads the kwargs Serve applied to its models'
+deployments (however they were deployed) and refuses to start on a contradiction, so
+`serve deploy` of such a config fails with the same message.
 """
 
 from __future__ import annotations
@@ -42,6 +45,19 @@ def policy_kwargs_for_objective(spec: ModelSpec, kwargs: Mapping[str, Any]) -> d
             f"({slo.percentile}); remove it (the objective supplies it) or set {slo.percentile}"
         )
     return filled
+
+
+def check_deployed_policies(args: AppArgs, deployments: Mapping[str, Mapping[str, Any]]) -> None:
+    """ConfigError where a model's objective contradicts the policy kwargs applied to its
+    deployment; `deployments` is the controller's view of the application's deployments
+    (`get_serve_details()`), whose `deployment_config` holds what `serve deploy` set."""
+    for spec in args.models:
+        if spec.slo is None:
+            continue
+        config = (deployments.get(spec.deployment_name) or {}).get("deployment_config") or {}
+        policy = (config.get("autoscaling_config") or {}).get("policy") or {}
+        if policy.get("policy_function") == POLICY:
+            policy_kwargs_for_objective(spec, policy.get("policy_kwargs") or {})
 
 
 def apply_objectives(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,14 @@ from typing import Any
 import pytest
 import yaml
 
-from serve_app.config import ConfigError, ModelSpec
-from serve_app.objective import POLICY, apply_objectives, main, policy_kwargs_for_objective
+from serve_app.config import AppArgs, ConfigError, ModelSpec
+from serve_app.objective import (
+    POLICY,
+    apply_objectives,
+    check_deployed_policies,
+    main,
+    policy_kwargs_for_objective,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -130,3 +136,23 @@ def test_the_command_refuses_a_contradiction_and_writes_the_filled_config(
     written = yaml.safe_load(out.read_text())
     policy = written["applications"][0]["deployments"][0]["autoscaling_config"]["policy"]
     assert policy["policy_kwargs"]["latency_target_ms"] == 300
+
+
+def deployed(kwargs: dict[str, Any], function: str = POLICY) -> dict[str, Any]:
+    """The controller's view of one model deployment (`get_serve_details()`), policy applied."""
+    policy = {"policy_function": function, "policy_kwargs": kwargs}
+    return {"m": {"deployment_config": {"autoscaling_config": {"policy": policy}}}}
+
+
+def test_the_running_service_refuses_a_deployed_policy_that_contradicts_the_objective() -> None:
+    args = AppArgs(models=[spec(latency_ms=250)])
+    check_deployed_policies(args, deployed({**KWARGS, "latency_target_ms": 250}))
+    check_deployed_policies(args, deployed(KWARGS))  # absent: the policy itself requires it
+    check_deployed_policies(args, deployed({"latency_target_ms": 900}, "other:Policy"))
+    check_deployed_policies(args, {"m": {"deployment_config": {"num_replicas": 2}}})
+    with pytest.raises(ConfigError, match=r"latency_target_ms \(300\) is above"):
+        check_deployed_policies(args, deployed({**KWARGS, "latency_target_ms": 300}))
+    with pytest.raises(ConfigError, match=r"latency_percentile \(95\) differs"):
+        check_deployed_policies(args, deployed({**KWARGS, "latency_percentile": 95}))
+    unbound = AppArgs(models=[spec()])  # no objective: nothing to contradict
+    check_deployed_policies(unbound, deployed({**KWARGS, "latency_target_ms": 900}))
