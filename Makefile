@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install serve test test-unit test-integration test-e2e lint bench bench-lengths bench-generation soak clean
+.PHONY: install serve test test-unit test-integration test-e2e lint bench bench-lengths bench-generation bench-autoscaling soak clean
 
 # torch first and pinned: the CPU wheel on local disk; anything else pulls gigabytes.
 $(BIN)/.installed: pyproject.toml
@@ -43,12 +43,13 @@ lint: install
 	$(BIN)/mypy
 
 # The integration tier runs behind HAProxy, as `make serve` does; the protections run a second
-# time behind Serve's Python proxy, the other way a cluster can front the service (of the fault
-# tests, the one where the proxy matters: an ingress replica dying under load). The hostile-input
-# fuzz runs behind HAProxy only: past the proxy it reaches the same ingress code, and running it
-# twice cost a minute of the suite's 20.
-PROXY_TESTS := $(addprefix tests/integration/,test_gateway_service.py test_draining.py \
-	test_overload.py test_faults.py::test_a_killed_ingress_replica_fails_only_its_requests)
+# time behind Serve's Python proxy, the other way a cluster can front the service: keys, limits,
+# deadlines, bodies, overload, and of the fault tests the one where the proxy matters (an ingress
+# replica dying under load). Draining and the hostile-input fuzz run behind HAProxy only: behind
+# the Python proxy, draining is Serve's own handle path, and past the proxy the fuzz reaches the
+# same ingress code; running each twice cost over two minutes of the suite's 20.
+PROXY_TESTS := $(addprefix tests/integration/,test_gateway_service.py test_overload.py \
+	test_faults.py::test_a_killed_ingress_replica_fails_only_its_requests)
 
 test: install lint
 	$(BIN)/python -m pytest --durations=25 tests
@@ -75,6 +76,11 @@ bench-lengths: install
 
 bench-generation: install
 	$(SERVE_ENV) $(HAPROXY_ENV) $(BIN)/python -m benchmarks.generation_batching $(BENCH_ARGS)
+
+# The simulator's spike and on/off traces replayed on Ray with our policy and Ray's default,
+# beside the simulator's predictions (~10 minutes; BENCH_ARGS="--out DIR").
+bench-autoscaling: install
+	$(SERVE_ENV) $(BIN)/python -m benchmarks.autoscaling_replay $(or $(BENCH_ARGS),--out benchmarks/results/autoscaling_replay)
 
 # By hand, not CI: 10 minutes at 60% of capacity, memory of every service process sampled
 # (SOAK_S=60 for a smoke; SOAK_ARGS=--overload adds the overload test).

@@ -1,5 +1,6 @@
-"""`make serve`, as a user runs it: one Ctrl-C stops everything quickly, and a taken port is
-named in one line instead of a long HAProxy traceback."""
+"""`make serve`, as a user runs it (`serve run serve_config.yaml` behind HAProxy): it answers
+embeddings, one Ctrl-C stops everything quickly, and a taken port is named in one line instead
+of a long HAProxy traceback."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -44,7 +46,23 @@ def listeners(port: int) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-def test_one_ctrl_c_stops_make_serve_and_everything_it_started_within_10_s(
+def answers_embeddings(base_url: str) -> None:
+    """The packaged model answers two inputs, in order, with 384 numbers each."""
+    response = httpx.post(
+        f"{base_url}/v1/embeddings",
+        json={"model": "all-MiniLM-L6-v2", "input": ["hello from e2e", "second"]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [item["index"] for item in body["data"]] == [0, 1]
+    assert len(body["data"][0]["embedding"]) == 384
+    assert body["usage"]["prompt_tokens"] > 0
+    models = httpx.get(f"{base_url}/v1/models", timeout=30).json()
+    assert [card["id"] for card in models["data"]] == ["all-MiniLM-L6-v2"]
+
+
+def test_make_serve_answers_and_one_ctrl_c_stops_everything_it_started_within_10_s(
     tmp_path: Path,
 ) -> None:
     port = free_port()
@@ -58,6 +76,7 @@ def test_one_ctrl_c_stops_make_serve_and_everything_it_started_within_10_s(
             time.sleep(0.5)
         started = service_processes(make.pid)
         assert any("haproxy" in process_label(p) for p in started), "HAProxy is not in front"
+        answers_embeddings(f"http://127.0.0.1:{port}")
 
         # Ctrl-C in a terminal: SIGINT to the foreground process group.
         ctrl_c_s = time.monotonic()

@@ -42,13 +42,18 @@ ADDED_WORKER_CPUS = 2  # the node that joins in the pending-replicas test
 WORKER_RESOURCE = "worker_only"  # a custom resource only the first worker node has
 WANTED_REPLICAS = 6  # more than the cluster holds
 RESCHEDULE_LIMIT_S = 120.0  # replica lost with its node -> RUNNING again on the head
-PENDING_REPORT_LIMIT_S = 150.0  # Serve reports unplaced replicas after 30 s
+PENDING_REPORT_LIMIT_S = 150.0
+# Serve reports replicas it cannot place after 30 s, and again every 30 s; 5 s here.
+SLOW_STARTUP_REPORT_ENV = {
+    "RAY_SERVE_SLOW_STARTUP_WARNING_S": "5",
+    "RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S": "5",
+}
 REQUEST_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RayCluster]:
-    cluster = start_head(num_cpus=HEAD_CPUS)
+    cluster = start_head(num_cpus=HEAD_CPUS, env=SLOW_STARTUP_REPORT_ENV)
     try:
         cluster.add_worker(WORKER_CPUS, {WORKER_RESOURCE: 1})
         cluster.wait_for_alive_nodes(2)
@@ -283,7 +288,7 @@ def test_scaling_past_the_cluster_leaves_replicas_pending_and_keeps_serving(
     assert 1 <= capacity < WANTED_REPLICAS
     deploy(cluster, config_copy(tmp_path / "many.yaml", port, model_replicas(WANTED_REPLICAS)))
 
-    # Replicas that fit start; the rest wait for resources. After 30 s Serve says so, in
+    # Replicas that fit start; the rest wait for resources. After 5 s Serve says so, in
     # words the operator sees in `serve status` (and the autoscaler sees as resource demand).
     def settled_pending() -> bool:
         message = deployment_details(cluster)["message"]

@@ -29,6 +29,7 @@ from deployments.simulated.deployment import SimulatedAccelerator
 from serve_app.config import AppArgs
 from serve_app.ingress import Ingress
 from tests.integration.conftest import ServeCluster
+from tests.support.serve_apps import delete_app
 
 APP = "admission"
 PREFIX = "/admission"
@@ -44,6 +45,9 @@ CAPACITY_S = 4.0
 RUN_S = 7.0
 WARMUP_S = 1.0  # the first second fills the queue
 DRAIN_S = 6.0  # sim-plain's backlog after 2x, before its 5x run
+# An answer past this is a miss by five times the objective; waiting out today's backlog after
+# the 5x run for 30 s cost the suite time and changed no figure but that p99 (then capped).
+REQUEST_TIMEOUT_S = 10.0
 # The objective's target is goodput >= 0.9 of capacity; measured here 0.80-1.15 of it from run
 # to run (the capacity itself moves with the shared cores), so the test holds a floor that noise
 # does not cross, and admission must beat today's queue, which keeps 0.0-0.41, by half again.
@@ -122,7 +126,7 @@ def test_admission_keeps_goodput_and_p99_within_the_objective_under_overload(
                     record = await run_load_async(
                         load,
                         OpenLoop(factor * capacity_rps, seed=factor),
-                        Bounds(RUN_S, request_timeout_s=30),
+                        Bounds(RUN_S, request_timeout_s=REQUEST_TIMEOUT_S),
                         progress=False,
                     )
                     measured[f"{factor}x_admission_{admission}"] = figures(record, capacity_rps)
@@ -146,4 +150,4 @@ def test_admission_keeps_goodput_and_p99_within_the_objective_under_overload(
             assert on["refused_p99_ratio"] is not None, on  # overload was refused, not queued
             assert on["refused_p99_ratio"] <= REFUSED_P99_RATIO, on
     finally:
-        serve.delete(APP)
+        delete_app(APP)

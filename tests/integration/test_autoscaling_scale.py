@@ -26,6 +26,7 @@ from ray.serve._private.common import ReplicaState
 from autoscaling.simulator.service_model import ServiceModel
 from deployments.simulated.deployment import SimulatedAccelerator
 from tests.integration.conftest import ServeCluster
+from tests.support.serve_apps import delete_app
 
 APP = "autoscale-sim"
 PREFIX = "/autoscale-sim"
@@ -227,4 +228,4 @@ def test_policy_scales_with_load_and_back(serve_cluster: ServeCluster) -> None:
         assert "p95" in decisions[0]
         assert controller_log_lines(f"Autoscaling {DEPLOYMENT}: scale down")
     finally:
-        serve.delete(APP)
+        delete_app(APP)

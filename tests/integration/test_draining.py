@@ -15,13 +15,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from ray import serve
 
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, run_load_async
 from benchmarks.payloads import embedding_bodies, make_texts
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import valid_embeddings
-from tests.support.serve_apps import deploy, running_pids, wait_until
+from tests.support.serve_apps import delete_app, deploy, running_pids, wait_until
 
 APP = "drain"
 PREFIX = "/drain"
@@ -79,7 +78,7 @@ def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
         deploy(app_config(replicas=2))
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def pids() -> dict[str, set[int]]:

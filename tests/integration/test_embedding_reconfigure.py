@@ -10,7 +10,7 @@ import pytest
 from ray import serve
 
 from tests.integration.conftest import ServeCluster
-from tests.support.serve_apps import deploy, wait_until
+from tests.support.serve_apps import delete_app, deploy, wait_until
 
 APP = "embed-reconfigure"
 MODEL = "minilm"
@@ -79,4 +79,4 @@ def test_live_reconfigure_changes_batch_sizes(serve_cluster: ServeCluster) -> No
         assert max(sizes) == 4
         assert len(sizes) >= 16
     finally:
-        serve.delete(APP)
+        delete_app(APP)

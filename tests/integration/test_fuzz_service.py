@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from hypothesis import given, settings
-from ray import serve
 
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import Tally, check_answer, check_error_body
@@ -33,7 +32,7 @@ from tests.support.fuzz_requests import (
     valid_body_requests,
 )
 from tests.support.fuzz_values import FUZZ_SETTINGS
-from tests.support.serve_apps import deploy
+from tests.support.serve_apps import delete_app, deploy
 
 __all__ = ["tiny_cross_encoder", "tiny_models"]
 
@@ -97,7 +96,7 @@ def service(
         deploy(config)
         yield f"{serve_cluster.base_url}{PREFIX}", f"127.0.0.1:{serve_cluster.http_port}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-from ray import serve
 
 from serve_app.gateway.client_address import CLIENT_ADDRESS_HEADER
 from serve_app.gateway.haproxy_wrapper import HEADERS_TIMEOUT_S
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import check_error_body, valid_embeddings
 from tests.support.fixtures_models import TinyModels, tiny_models
-from tests.support.serve_apps import deploy
+from tests.support.serve_apps import delete_app, deploy
 from tests.support.sse import parse_events
 
 __all__ = ["tiny_models"]
@@ -80,7 +79,7 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
         deploy(config)
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def client_from(address: str) -> httpx.Client:

@@ -16,6 +16,7 @@ from ray import serve
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
 from tests.support.fixtures_models import TinyModels, direct, tiny_models
+from tests.support.serve_apps import delete_app
 from tests.support.sse import parse_events
 
 __all__ = ["direct", "tiny_models"]
@@ -50,7 +51,7 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
     try:
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def logprobs_of(direct: tuple[Any, Any], ids: list[int]) -> torch.Tensor:

@@ -24,7 +24,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
 from tests.support.fixtures_models import TinyModels, direct, tiny_models
-from tests.support.serve_apps import poll
+from tests.support.serve_apps import delete_app, poll
 from tests.support.sse import parse_event, parse_events
 
 __all__ = ["direct", "tiny_models"]
@@ -74,7 +74,7 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
     try:
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def greedy(direct: tuple[Any, Any], ids: list[int], max_tokens: int) -> tuple[str, int]:

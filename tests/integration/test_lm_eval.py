@@ -18,6 +18,7 @@ from ray import serve
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
 from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.serve_apps import delete_app
 
 __all__ = ["tiny_models"]
 
@@ -88,7 +89,7 @@ def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[s
     try:
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def evaluate(

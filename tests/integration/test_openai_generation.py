@@ -13,6 +13,7 @@ from ray import serve
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
 from tests.support.fixtures_models import TinyModels, direct, tiny_models
+from tests.support.serve_apps import delete_app
 
 __all__ = ["direct", "tiny_models"]
 
@@ -30,7 +31,7 @@ def client(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[ope
             base_url=f"{serve_cluster.base_url}{PREFIX}/v1", api_key="unused", max_retries=0
         )
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def greedy(direct: tuple[Any, Any], ids: list[int], max_tokens: int) -> str:

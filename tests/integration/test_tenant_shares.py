@@ -34,7 +34,7 @@ from serve_app.config import parse_args
 from serve_app.ingress import Ingress
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import check_error_body
-from tests.support.serve_apps import wait_until
+from tests.support.serve_apps import delete_app, wait_until
 
 APP = "tenant-shares"
 PREFIX = "/tenant-shares"
@@ -104,7 +104,7 @@ def base_url(
         wait_until(lambda: _embeds(f"{url}/v1/embeddings"), 60, "an answer through the proxy")
         yield url
     finally:
-        serve.delete(APP)
+        delete_app(APP)
 
 
 def _embeds(url: str) -> bool:

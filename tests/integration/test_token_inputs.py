@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 
 from serve_app.config import ModelSpec
 from tests.integration.conftest import ServeCluster
-from tests.support.serve_apps import deploy
+from tests.support.serve_apps import delete_app, deploy
 from tests.support.tiktoken_cache import tiktoken_offline
 
 __all__ = ["tiktoken_offline"]  # a fixture
@@ -37,7 +37,6 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
-    from ray import serve
 
     def model(name: str, token_inputs: str) -> dict[str, Any]:
         return {"name": name, "task": "embedding", "package": PACKAGE, "token_inputs": token_inputs}
@@ -64,7 +63,7 @@ def base_url(serve_cluster: ServeCluster) -> Iterator[str]:
         }
     )
     yield serve_cluster.base_url + PREFIX
-    serve.delete(APP)
+    delete_app(APP)
 
 
 def embed(base_url: str, model: str, value: Any) -> httpx.Response:

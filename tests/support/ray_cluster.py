@@ -57,8 +57,9 @@ class RayNode:
             self.log_file.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def stop(self, grace_s: float = 20.0) -> None:
-        """SIGTERM every process of the node's session, then SIGKILL what is left."""
+    def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM every process of the node's session, then SIGKILL what is left (a test
+        cluster has nothing to save: waiting 20 s for a slow process cost that per cluster)."""
         members = service_processes(self.process.pid)
         for proc in members:
             try:
@@ -183,7 +184,12 @@ def _launch(command: list[str], log_path: Path, env: dict[str, str] | None = Non
     return RayNode(process, log_path, log_file)
 
 
-def start_head(num_cpus: float = 4, metrics_export_port: int | None = None) -> RayCluster:
+def start_head(
+    num_cpus: float = 4,
+    metrics_export_port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> RayCluster:
+    """A head node in its own session; `env` adds variables its Ray processes see."""
     # Ray's unix sockets live under the temp dir, whose path must stay short.
     temp_dir = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     gcs_port, dashboard_port = free_port(), free_port()
@@ -203,7 +209,7 @@ def start_head(num_cpus: float = 4, metrics_export_port: int | None = None) -> R
     ]
     if metrics_export_port is not None:
         command.append(f"--metrics-export-port={metrics_export_port}")
-    head = _launch(command, temp_dir / "head.log")
+    head = _launch(command, temp_dir / "head.log", {**child_env(), **(env or {})})
     cluster = RayCluster(temp_dir, gcs_port, dashboard_port, head)
     _wait_for_dashboard(cluster)
     return cluster

