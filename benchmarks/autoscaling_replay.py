@@ -47,7 +47,7 @@ from benchmarks.loadgen import dispatch_on_schedule
 from deployments.simulated.deployment import SimulatedAccelerator
 
 APP = "autoscaling-replay"
-DEPLOYMENT = "SimulatedAccelerator"
+DEPLOYMENT = "replayed-model"  # its own name: the controller log shows its decisions apart
 POLL_S = 0.25
 REQUEST_TIMEOUT_S = 30.0
 MAX_DIFFERENCE = 0.10  # a real figure further than this from the prediction is flagged

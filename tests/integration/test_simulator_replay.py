@@ -1,7 +1,8 @@
 """The simulator against the real service: a spike, scaled to this machine, replayed open loop
 on Ray with our policy, next to what the simulator predicts for the same arrivals, settings and
 pass times (`benchmarks.autoscaling_replay`; `make bench-autoscaling` runs both traces and both
-policies). Replica counts and lives come from Serve's controller.
+policies). Replica counts and lives come from Serve's controller, and the policy's decisions
+must show in the controller's log with their readings.
 
 The simulator is given the replica start-up measured in the run (it cannot know this machine's
 process start); everything else is its own prediction. The bounds are wider than the 10% the
@@ -18,8 +19,15 @@ from dataclasses import asdict
 import pytest
 
 from autoscaling.simulator.report import OURS
-from benchmarks.autoscaling_replay import compare_trace, relative_gap, replay_setup, replay_traces
+from benchmarks.autoscaling_replay import (
+    DEPLOYMENT,
+    compare_trace,
+    relative_gap,
+    replay_setup,
+    replay_traces,
+)
 from tests.integration.conftest import ServeCluster
+from tests.support.serve_apps import controller_log_lines
 
 SETUP = replay_setup(base_rps=20.0, duration_s=60.0, seed=3)
 SPIKE = replay_traces(SETUP)[0]
@@ -49,3 +57,8 @@ def test_the_simulator_predicts_a_replayed_spike(serve_cluster: ServeCluster) ->
     assert gap <= MAX_REPLICA_SECONDS_GAP, comparison
     within = real.row.share_within_target - simulated.row.share_within_target
     assert abs(within) <= MAX_WITHIN_TARGET_GAP, comparison
+    # Each decision is in the controller log (the dashboard's Serve tab), with its readings.
+    decisions = controller_log_lines(f"Autoscaling {DEPLOYMENT}: scale up")
+    assert decisions, "the policy's scale-up decision is not in the controller log"
+    assert "queue" in decisions[0]
+    assert "p99" in decisions[0]

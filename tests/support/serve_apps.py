@@ -3,10 +3,13 @@ waited for, and their replicas as Serve's controller reports them."""
 
 from __future__ import annotations
 
+import glob
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import ray
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
@@ -97,3 +100,15 @@ def running_pids(app: str, deployment: str) -> set[int]:
         if str(getattr(replica["state"], "value", replica["state"])) == "RUNNING"
         and replica.get("pid")
     }
+
+
+def controller_log_lines(pattern: str) -> list[str]:
+    """Lines of the Serve controller's log (what the dashboard shows) containing ``pattern``."""
+    node = ray._private.worker.global_worker.node
+    assert node is not None
+    session_dir = node.get_session_dir_path()
+    lines: list[str] = []
+    for path in glob.glob(os.path.join(session_dir, "logs", "serve", "controller_*.log")):
+        with open(path, encoding="utf-8", errors="replace") as log:
+            lines.extend(line for line in log if pattern in line)
+    return lines
