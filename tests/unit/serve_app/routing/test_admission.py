@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from serve_app.routing.admission import ADMIT_FRACTION, predict
+from serve_app.config import LatencyObjective
+from serve_app.routing.admission import ADMIT_FRACTION, ModelLoad, predict
 
 LIMIT_S = ADMIT_FRACTION * 0.5  # of a 500 ms objective: 0.4 s
 
@@ -43,3 +46,48 @@ def test_no_measurement_predicts_nothing(
     service_s: float | None, seconds_per_place: float | None
 ) -> None:
     assert predict(10, service_s, seconds_per_place, 250) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 0.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+def finish(load: ModelLoad, clock: FakeClock, ahead: int, seconds: float) -> None:
+    """One call through `load` that found `ahead` calls out and took `seconds`."""
+
+    async def call() -> None:
+        clock.now_s += seconds
+
+    load.in_flight = ahead
+    asyncio.run(load.timed(call()))
+    load.in_flight = 0
+
+
+def test_a_sustained_queue_does_not_shrink_seconds_per_place() -> None:
+    # A model doing 20 calls/s: alone a call takes 0.1 s, with k ahead 0.1 + 0.05 k. Then a
+    # minute of overload in which every call queues behind 20: only queued calls in the window.
+    clock = FakeClock()
+    load = ModelLoad(clock)
+    for _ in range(6):
+        finish(load, clock, ahead=0, seconds=0.1)
+    for _ in range(600):
+        finish(load, clock, ahead=20, seconds=0.1 + 20 * 0.05)
+    assert load.service_s(clock()) == pytest.approx(0.1)
+    objective = LatencyObjective(latency_ms=2000)
+    load.in_flight = 40  # twice the queue: predicted 0.1 + 40 * 0.05, past 0.8 * 2 s
+    prediction = load.predict(objective)
+    assert prediction is not None
+    assert prediction.latency_s == pytest.approx(2.1)
+    assert prediction.misses
+
+
+def test_until_a_call_goes_alone_the_service_time_is_the_tenth_percentile() -> None:
+    clock = FakeClock()
+    load = ModelLoad(clock)
+    for seconds in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        finish(load, clock, ahead=3, seconds=seconds)
+    assert load.service_s(clock()) == pytest.approx(0.3)  # the 10th percentile of six: the least
