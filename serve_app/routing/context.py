@@ -56,7 +56,9 @@ class RouteContext:
             request.state.objective = (model.name, model.spec.slo.latency_ms / 1000)
         try:
             response, routed = await deadline.run(
-                self.fallback.call(model, self._in_turn(request, call, cost))
+                self.fallback.call(
+                    model, self._in_turn(request, call, cost), arrived_s=deadline.started_s
+                )
             )
         except Overloaded as refused:
             # The gateway counts the refusal by this reason (queue_full, predicted_miss).

@@ -62,10 +62,16 @@ class FallbackRouter:
         return await self.load(model.name).timed(call(model), per_place=admits)
 
     async def call(
-        self, primary: ServedModel, call: Callable[[ServedModel], Awaitable[T]]
+        self,
+        primary: ServedModel,
+        call: Callable[[ServedModel], Awaitable[T]],
+        arrived_s: float | None = None,
     ) -> tuple[T, Routed]:
+        """`call` on `primary` or its fallback; `arrived_s`: when the request reached the
+        ingress (this router's clock), so admission counts the time it has already spent."""
         fallback = self._models.get(primary.spec.fallback) if primary.spec.fallback else None
-        refused = refusal(primary.name, self.load(primary.name), primary.spec.slo)
+        waited_s = 0.0 if arrived_s is None else self._clock() - arrived_s
+        refused = refusal(primary.name, self.load(primary.name), primary.spec.slo, waited_s)
         if fallback is None:
             if refused is not None:
                 raise refused

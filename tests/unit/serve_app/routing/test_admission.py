@@ -10,6 +10,13 @@ from serve_app.routing.admission import ADMIT_FRACTION, ModelLoad, predict
 LIMIT_S = ADMIT_FRACTION * 0.5  # of a 500 ms objective: 0.4 s
 
 
+def test_the_time_already_spent_in_the_ingress_counts() -> None:
+    prediction = predict(6, 0.1, 0.05, 500, waited_s=0.05)  # 0.4 s ahead, 0.05 s spent
+    assert prediction is not None
+    assert prediction.latency_s == pytest.approx(0.45)
+    assert prediction.misses
+
+
 @pytest.mark.parametrize(
     ("ahead", "service_s", "seconds_per_place", "latency_s", "misses", "retry_after_s"),
     [
