@@ -294,7 +294,7 @@ def test_schema_valid_bodies_reach_the_models_and_answer(
     client: TestClient, shape: ApiShape
 ) -> None:
     tally = fuzz(client, valid_body_requests(shape), examples=300)
-    assert tally.statuses.get(200, 0) > 200
+    assert tally.statuses.get(200, 0) > 120  # 40%, as 200 of the 500 examples it once drew
     routes = ("/v1/completions", "/v1/chat/completions")
     strategy = valid_body_requests(shape, routes, SUPPORTED_GENERATION_OPTIONS)
     tally = fuzz(client, strategy, examples=300)
