@@ -47,6 +47,13 @@ def policy_kwargs_for_objective(spec: ModelSpec, kwargs: Mapping[str, Any]) -> d
     return filled
 
 
+def _our_policy(options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The `autoscaling_config.policy` of a deployment's options when it is this project's
+    policy, else None."""
+    policy = (options.get("autoscaling_config") or {}).get("policy") or {}
+    return policy if policy.get("policy_function") == POLICY else None
+
+
 def check_deployed_policies(args: AppArgs, deployments: Mapping[str, Mapping[str, Any]]) -> None:
     """ConfigError where a model's objective contradicts the policy kwargs applied to its
     deployment; `deployments` is the controller's view of the application's deployments
@@ -55,8 +62,8 @@ def check_deployed_policies(args: AppArgs, deployments: Mapping[str, Mapping[str
         if spec.slo is None:
             continue
         config = (deployments.get(spec.deployment_name) or {}).get("deployment_config") or {}
-        policy = (config.get("autoscaling_config") or {}).get("policy") or {}
-        if policy.get("policy_function") == POLICY:
+        policy = _our_policy(config)
+        if policy is not None:
             policy_kwargs_for_objective(spec, policy.get("policy_kwargs") or {})
 
 
@@ -73,8 +80,8 @@ def apply_objectives(config: Mapping[str, Any]) -> dict[str, Any]:
         }
         for deployment in app.get("deployments", []):
             spec = specs.get(deployment.get("name", ""))
-            policy = (deployment.get("autoscaling_config") or {}).get("policy") or {}
-            if spec is None or policy.get("policy_function") != POLICY:
+            policy = _our_policy(deployment)
+            if spec is None or policy is None:
                 continue
             policy["policy_kwargs"] = policy_kwargs_for_objective(
                 spec, policy.get("policy_kwargs") or {}

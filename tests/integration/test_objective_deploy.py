@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 from ray import serve
-from ray.serve.schema import ServeDeploySchema
 
 from serve_app.objective import POLICY
 from tests.integration.conftest import ServeCluster
-from tests.support.serve_apps import delete_app, minilm_app, poll
+from tests.support.serve_apps import delete_app, minilm_app, poll, submit
 
 APP = "objective-deploy"
 OBJECTIVE_MS = 250
@@ -34,9 +33,7 @@ def contradicting_config() -> dict[str, Any]:
 def test_serve_deploy_of_a_policy_looser_than_the_objective_fails_naming_the_field(
     serve_cluster: ServeCluster,
 ) -> None:
-    client = serve.context._get_global_client()
-    assert client is not None
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [contradicting_config()]}))
+    submit(contradicting_config())
     try:
 
         def failed() -> Any:

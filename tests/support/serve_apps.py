@@ -40,11 +40,16 @@ def app_running(app: str) -> bool:
     return status is not None and status.status == "RUNNING"
 
 
-def deploy(config: dict[str, Any], timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
-    """Apply one application's config, as `serve deploy` does, and wait until it runs."""
+def submit(config: dict[str, Any]) -> None:
+    """Apply one application's config, as `serve deploy` does, without waiting."""
     client = serve.context._get_global_client()
     assert client is not None
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": [config]}))
+
+
+def deploy(config: dict[str, Any], timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
+    """Apply one application's config, as `serve deploy` does, and wait until it runs."""
+    submit(config)
     wait_until(lambda: app_running(config["name"]), timeout_s, f"application {config['name']}")
 
 
