@@ -27,7 +27,7 @@ class Ingress:
     """Holds one `DeploymentHandle` per served model; the FastAPI app is built per replica."""
 
     def __init__(self, args: AppArgs, handles: dict[str, Any]) -> None:
-        _check_objectives(args)
+        _check_policies(args)
         self._args = args
         coalescer = EmbeddingCoalescer()
         self._registry = ModelRegistry(
@@ -46,11 +46,10 @@ class Ingress:
         )
 
 
-def _check_objectives(args: AppArgs) -> None:
-    """Refuse to start (so the deploy fails, naming the field) where a model's `slo` contradicts
-    the autoscaling policy Serve applied to its deployment."""
-    if all(spec.slo is None for spec in args.models):
-        return
+def _check_policies(args: AppArgs) -> None:
+    """Refuse to start (so the deploy fails, naming the field) where the autoscaling policy Serve
+    applied to a model's deployment contradicts the model's `slo` or the deployment's
+    `min_replicas`."""
     client = serve.context._get_global_client()
     if client is None:
         return

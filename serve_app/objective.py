@@ -7,6 +7,9 @@ from `slo`, and kwargs that contradict it are refused with what to change. The r
 checks again: each ingress replica, as it starts, reads the kwargs Serve applied to its models'
 deployments (however they were deployed) and refuses to start on a contradiction, so
 `serve deploy` of such a config fails with the same message.
+
+Both places also refuse a `downscale_to_zero_delay_s` on a deployment whose `min_replicas` is
+above zero: it would never act, and whoever wrote it expects the deployment to go to zero.
 """
 
 from __future__ import annotations
@@ -54,22 +57,41 @@ def _our_policy(options: Mapping[str, Any]) -> dict[str, Any] | None:
     return policy if policy.get("policy_function") == POLICY else None
 
 
+def check_scale_to_zero(deployment: str, options: Mapping[str, Any]) -> None:
+    """ConfigError where our policy's `downscale_to_zero_delay_s` is set on a deployment
+    (`options`: its config, with `autoscaling_config`) that never goes to zero."""
+    policy = _our_policy(options)
+    kwargs = (policy or {}).get("policy_kwargs") or {}
+    if kwargs.get("downscale_to_zero_delay_s") is None:
+        return
+    # Serve's default min_replicas is 1.
+    min_replicas = (options.get("autoscaling_config") or {}).get("min_replicas", 1)
+    if min_replicas > 0:
+        raise ConfigError(
+            f"deployments[{deployment}].autoscaling_config.policy.policy_kwargs."
+            f"downscale_to_zero_delay_s ({kwargs['downscale_to_zero_delay_s']}) never acts: "
+            f"min_replicas is {min_replicas}, so the deployment never goes to zero; set "
+            f"autoscaling_config.min_replicas: 0 to scale it to zero, or remove the delay"
+        )
+
+
 def check_deployed_policies(args: AppArgs, deployments: Mapping[str, Mapping[str, Any]]) -> None:
-    """ConfigError where a model's objective contradicts the policy kwargs applied to its
-    deployment; `deployments` is the controller's view of the application's deployments
-    (`get_serve_details()`), whose `deployment_config` holds what `serve deploy` set."""
+    """ConfigError where the policy kwargs applied to a model's deployment contradict the
+    model's objective or the deployment's `min_replicas`; `deployments` is the controller's view
+    of the application's deployments (`get_serve_details()`), whose `deployment_config` holds
+    what `serve deploy` set."""
     for spec in args.models:
-        if spec.slo is None:
-            continue
         config = (deployments.get(spec.deployment_name) or {}).get("deployment_config") or {}
+        check_scale_to_zero(spec.deployment_name, config)
         policy = _our_policy(config)
-        if policy is not None:
+        if policy is not None and spec.slo is not None:
             policy_kwargs_for_objective(spec, policy.get("policy_kwargs") or {})
 
 
 def apply_objectives(config: Mapping[str, Any]) -> dict[str, Any]:
     """A serve config (serve_config.yaml as a dict) whose QueueLatencyPolicy kwargs carry each
-    model's objective; ConfigError where they contradict it."""
+    model's objective; ConfigError where they contradict it or their deployment's
+    `min_replicas`."""
     result = copy.deepcopy(dict(config))
     for app in result.get("applications", []):
         if app.get("import_path") != BUILDER:
@@ -79,6 +101,7 @@ def apply_objectives(config: Mapping[str, Any]) -> dict[str, Any]:
             for spec in AppArgs.model_validate(app.get("args", {})).models
         }
         for deployment in app.get("deployments", []):
+            check_scale_to_zero(deployment.get("name", "?"), deployment)
             spec = specs.get(deployment.get("name", ""))
             policy = _our_policy(deployment)
             if spec is None or policy is None:

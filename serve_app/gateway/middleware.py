@@ -57,10 +57,13 @@ class GatewayMiddleware:
     """`/v1/*` and the task routes need a key when keys are configured; `/healthz`, `/readyz`
     and docs stay open.
 
-    For those it leaves in `scope["state"]`: `deadline` (started at arrival), `caller` and
-    `meter` (routes charge the tokens they use to it, streams while they run). Routes report the
-    model that answered as `model`, why a model refused as `refusal` (the metric's reason), and
-    the requested model's objective as `objective` (name, seconds).
+    For those it leaves in `scope["state"]`: `deadline` (started at arrival), `caller`, `meter`
+    (routes charge the tokens they use to it, streams while they run) and `at_end`, callables
+    run once the response has been sent or the request has failed (what a route holds for the
+    whole response, such as its tenant's slot). Routes report the model that answered as
+    `model`, why a model refused as `refusal` (the metric's reason), and the requested model's
+    objective as `objective` (name, seconds), which is met when the response starts within it:
+    a whole answer, or a stream's first token.
     """
 
     def __init__(
@@ -102,10 +105,12 @@ class GatewayMiddleware:
         if self.echo_request_id:
             extra_headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
         status = [500]
+        response_started_s: list[float] = []
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                response_started_s.append(time.perf_counter() - started_s)
                 message["headers"] = [*message.get("headers", []), *extra_headers]
             await send(message)
 
@@ -123,6 +128,7 @@ class GatewayMiddleware:
                 limit_headers = self.limiter.admit(caller.key_id)
                 extra_headers += [(k.encode(), v.encode()) for k, v in limit_headers.items()]
                 meter = state["meter"] = self.limiter.meter(caller.key_id)
+                state["at_end"] = []
         except APIError as error:
             if self.metrics is not None:
                 self.metrics.count_rejection("-", error.default_code or "refused")
@@ -130,7 +136,12 @@ class GatewayMiddleware:
         else:
             await self.app(scope, receive, send_with_headers)
         finally:
-            self._after(path, state, meter, status[0], time.perf_counter() - started_s)
+            for release in state.get("at_end", ()):
+                release()
+            took_s = time.perf_counter() - started_s
+            self._after(
+                path, state, meter, status[0], took_s, next(iter(response_started_s), took_s)
+            )
 
     def _caller(self, scope: Scope) -> Caller:
         address = self.addresses.of(scope)
@@ -147,6 +158,7 @@ class GatewayMiddleware:
         meter: TokenMeter | None,
         status: int,
         took_s: float,
+        response_started_s: float,
     ) -> None:
         if self.metrics is not None and is_protected(path):
             model = str(state.get("model", "-"))
@@ -160,4 +172,4 @@ class GatewayMiddleware:
                 self.metrics.count_rejection(model, str(state.get("refusal", status)))
             objective: tuple[str, float] | None = state.get("objective")
             if objective is not None and status == 200:
-                self.metrics.count_objective(objective[0], took_s <= objective[1])
+                self.metrics.count_objective(objective[0], response_started_s <= objective[1])

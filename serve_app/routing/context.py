@@ -12,13 +12,13 @@ from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from serve_app.errors import Overloaded, RateLimited
+from serve_app.errors import Overloaded
 from serve_app.gateway.body import parse_json_body
 from serve_app.gateway.deadline import Deadline
 from serve_app.gateway.rate_limit import TokenMeter
 from serve_app.protocol import Task
 from serve_app.routing.cache import CachedModels
-from serve_app.routing.fair_shares import TENANT_SHARE, FairShares
+from serve_app.routing.fair_shares import TENANT_SHARE, FairShares, ShareRefused
 from serve_app.routing.fallback import FALLBACK_HEADER, FallbackRouter
 from serve_app.routing.registry import ModelRegistry, ServedModel
 
@@ -78,12 +78,20 @@ class RouteContext:
 
         async def in_turn(served: ServedModel) -> Response:
             try:
-                return await shares.run(served.name, tenant, cost, lambda: call(served))
-            except RateLimited as refused:
-                if refused.code == TENANT_SHARE:
-                    # What the metrics count the refusal under.
-                    request.state.model, request.state.refusal = served.name, TENANT_SHARE
+                slot = await shares.enter(served.name, tenant, cost)
+            except ShareRefused:
+                # What the metrics count the refusal under, unless a fallback answers.
+                request.state.model, request.state.refusal = served.name, TENANT_SHARE
                 raise
+            try:
+                response = await call(served)
+            except BaseException:
+                slot.release()
+                raise
+            # Held until the response has been sent: a stream keeps its place (its row in the
+            # model's batch) until its last token, not only until its first.
+            request.state.at_end.append(slot.release)
+            return response
 
         return in_turn
 

@@ -4,32 +4,50 @@ wait in its fair queue (serve_app.gateway.fair_queue) and leave by tenant share.
 The model's own queue is FIFO across everyone; holding the excess here instead, where the
 tenant is known, is what lets a tenant below its share overtake a tenant above it. A request
 that leaves the queue before its turn (deadline, client gone) takes nothing with it; one refused
-because the queue is full gets 429 `tenant_share` at once.
+because the queue is full gets 429 `tenant_share` at once (or its model's fallback, see
+serve_app.routing.fallback). A call's place is a `Slot`, held until its holder releases it: the
+routes hold it until the response has been sent, so a stream keeps its place (its row in the
+model's batch) until its last token.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from serve_app.errors import RateLimited, retry_after_header
 from serve_app.gateway.config import TenantsConfig
 from serve_app.gateway.fair_queue import FairQueue, QueueFull
 from serve_app.gateway.tenants import Tenants
 
-T = TypeVar("T")
 TENANT_SHARE = "tenant_share"
 RETRY_AFTER_S = 1.0
 
 
-def _share_refused(tenant: str, model: str) -> RateLimited:
-    return RateLimited(
-        f"The model '{model}' is busy and tenant '{tenant}' is over its share of it; "
-        f"retry in {RETRY_AFTER_S:g} s.",
-        code=TENANT_SHARE,
-        headers=retry_after_header(RETRY_AFTER_S),
-    )
+class ShareRefused(RateLimited):
+    """The model is busy and this tenant is over its share of it."""
+
+    reason = TENANT_SHARE  # the rejections metric's label, and the fallback's reason
+
+    def __init__(self, tenant: str, model: str) -> None:
+        super().__init__(
+            f"The model '{model}' is busy and tenant '{tenant}' is over its share of it; "
+            f"retry in {RETRY_AFTER_S:g} s.",
+            code=TENANT_SHARE,
+            headers=retry_after_header(RETRY_AFTER_S),
+        )
+
+
+class Slot:
+    """One call's place among a model's calls out; `release` (once, then a no-op) passes it to
+    the next waiter."""
+
+    def __init__(self, gate: ModelGate) -> None:
+        self._gate: ModelGate | None = gate
+
+    def release(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.leave()
 
 
 class ModelGate:
@@ -46,35 +64,30 @@ class ModelGate:
     def waiting(self) -> int:
         return len(self._queue)
 
-    async def run(self, tenant: str, cost: float, call: Callable[[], Awaitable[T]]) -> T:
-        """`call()` once this tenant's turn comes; 429 tenant_share when it is refused."""
-        await self._enter(tenant, cost)
-        try:
-            return await call()
-        finally:
-            self._leave()
-
-    async def _enter(self, tenant: str, cost: float) -> None:
+    async def enter(self, tenant: str, cost: float) -> Slot:
+        """A slot once this tenant's turn comes; ShareRefused (429) when it is refused."""
         share = self._tenants.share(tenant)
         if self.in_flight < self._max_in_flight and not self._queue:
             self._queue.send_now(tenant, share, cost)
             self.in_flight += 1
-            return
+            return Slot(self)
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             ticket, pushed_out = self._queue.push(tenant, share, cost, turn)
         except QueueFull:
-            raise _share_refused(tenant, self._model) from None
+            raise ShareRefused(tenant, self._model) from None
         if pushed_out is not None and not pushed_out.item.done():
-            pushed_out.item.set_exception(_share_refused(pushed_out.tenant, self._model))
+            pushed_out.item.set_exception(ShareRefused(pushed_out.tenant, self._model))
         try:
             await turn
         except asyncio.CancelledError:
             if not self._queue.remove(ticket) and _granted(turn):
-                self._leave()  # the slot came just as the caller went away: pass it on
+                self.leave()  # the slot came just as the caller went away: pass it on
             raise
+        return Slot(self)
 
-    def _leave(self) -> None:
+    def leave(self) -> None:
+        """A call out is done: the next waiters by share go out (through `Slot.release`)."""
         self.in_flight -= 1
         while self.in_flight < self._max_in_flight:
             turn = self._queue.pop()
@@ -108,7 +121,5 @@ class FairShares:
             )
         return gate
 
-    async def run(
-        self, model: str, tenant: str, cost: float, call: Callable[[], Awaitable[T]]
-    ) -> T:
-        return await self.gate(model).run(tenant, cost, call)
+    async def enter(self, model: str, tenant: str, cost: float) -> Slot:
+        return await self.gate(model).enter(tenant, cost)

@@ -2,9 +2,10 @@
 
 A model entry may name a `fallback` (same task and output shape). Requests go to the fallback
 when the primary's recent latency at the ingress is past its trigger (`latency_target_ms`, else
-its `slo`), when admission predicts the primary would miss its objective, or when the primary
-refuses because its queue is full. Only when the fallback is full too does the client get 503.
-Without a fallback, a predicted miss is refused at once (503 + Retry-After).
+its `slo`), when admission predicts the primary would miss its objective, when the primary
+refuses because its queue is full, or when the caller's tenant is over its share of the primary.
+Only when the fallback refuses too does the client get the fallback's refusal (503, or 429
+`tenant_share`). Without a fallback, a predicted miss is refused at once (503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TypeVar
 
 from serve_app.errors import Overloaded
 from serve_app.routing.admission import ModelLoad, refusal
+from serve_app.routing.fair_shares import ShareRefused
 from serve_app.routing.registry import ServedModel
 
 T = TypeVar("T")
@@ -82,8 +84,8 @@ class FallbackRouter:
             return await self._degrade(primary, fallback, call, "latency")
         try:
             return await self._timed(primary, call), Routed(primary)
-        except Overloaded:
-            return await self._degrade(primary, fallback, call, "queue_full")
+        except (Overloaded, ShareRefused) as busy:
+            return await self._degrade(primary, fallback, call, busy.reason)
 
     async def _degrade(
         self,

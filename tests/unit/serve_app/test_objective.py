@@ -138,10 +138,13 @@ def test_the_command_refuses_a_contradiction_and_writes_the_filled_config(
     assert policy["policy_kwargs"]["latency_target_ms"] == 300
 
 
-def deployed(kwargs: dict[str, Any], function: str = POLICY) -> dict[str, Any]:
+def deployed(
+    kwargs: dict[str, Any], function: str = POLICY, min_replicas: int = 1
+) -> dict[str, Any]:
     """The controller's view of one model deployment (`get_serve_details()`), policy applied."""
     policy = {"policy_function": function, "policy_kwargs": kwargs}
-    return {"m": {"deployment_config": {"autoscaling_config": {"policy": policy}}}}
+    autoscaling = {"min_replicas": min_replicas, "policy": policy}
+    return {"m": {"deployment_config": {"autoscaling_config": autoscaling}}}
 
 
 def test_the_running_service_refuses_a_deployed_policy_that_contradicts_the_objective() -> None:
@@ -156,3 +159,23 @@ def test_the_running_service_refuses_a_deployed_policy_that_contradicts_the_obje
         check_deployed_policies(args, deployed({**KWARGS, "latency_percentile": 95}))
     unbound = AppArgs(models=[spec()])  # no objective: nothing to contradict
     check_deployed_policies(unbound, deployed({**KWARGS, "latency_target_ms": 900}))
+
+
+ZERO_DELAY = {**KWARGS, "downscale_to_zero_delay_s": 60}
+
+
+def test_a_delay_to_zero_where_min_replicas_is_above_zero_is_refused_in_both_places() -> None:
+    never = r"downscale_to_zero_delay_s \(60\) never acts: min_replicas is 1"
+    config = serve_config(dict(ZERO_DELAY))
+    with pytest.raises(ConfigError, match=r"deployments\[a-b\]\..*" + never):
+        apply_objectives(config)  # Serve's default min_replicas: 1
+    autoscaling = config["applications"][0]["deployments"][0]["autoscaling_config"]
+    autoscaling["min_replicas"] = 0
+    apply_objectives(config)
+    for objective in (spec(), spec(latency_ms=250)):
+        args = AppArgs(models=[objective])
+        with pytest.raises(ConfigError, match=never):
+            check_deployed_policies(args, deployed(ZERO_DELAY))
+        check_deployed_policies(args, deployed(ZERO_DELAY, min_replicas=0))
+        check_deployed_policies(args, deployed(KWARGS))  # no delay: nothing to contradict
+        check_deployed_policies(args, deployed(ZERO_DELAY, "other:Policy"))

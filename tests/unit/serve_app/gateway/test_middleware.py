@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 from typing import Any, cast
 
 import numpy as np
 from fastapi.testclient import TestClient
 
-from deployments.contract import EmbeddingBatch
+from deployments.contract import (
+    EmbeddingBatch,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationResult,
+)
 from serve_app.api import build_api
 from serve_app.config import AppArgs, ModelSpec
 from serve_app.errors import Overloaded
 from serve_app.metrics import IngressMetrics
 from serve_app.routing.registry import ModelRegistry, ServedModel
-from tests.support.fakes import FakeEmbeddingBackend, FakeRerankBackend
+from tests.support.fakes import FakeEmbeddingBackend, FakeGenerationBackend, FakeRerankBackend
 
 MODEL = "minilm"
 
@@ -407,3 +413,58 @@ def test_a_predicted_miss_is_a_503_counted_apart_from_a_full_queue() -> None:
     assert metrics.of("count_objective") == [("slow", True)] * 5
     client.post("/v1/embeddings", json={"model": MODEL, "input": "x"})
     assert metrics.of("count_rejection") == [("slow", "predicted_miss"), (MODEL, "queue_full")]
+
+
+class SlowTokensBackend(FakeGenerationBackend):
+    """The first token after `first_s`, every later one `gap_s` after the one before; a whole
+    answer when its last token is ready."""
+
+    def __init__(self, gap_s: float, first_s: float = 0.0) -> None:
+        super().__init__()
+        self.gap_s = gap_s
+        self.first_s = first_s
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        for i, chunk in enumerate(self._chunks(request)):
+            await asyncio.sleep(self.gap_s if i else self.first_s)
+            yield chunk
+
+    async def generate(self, request: GenerationRequest) -> list[GenerationResult]:
+        await asyncio.sleep(self.first_s + self.gap_s * (request.max_tokens - 1))
+        return await super().generate(request)
+
+
+def test_a_stream_meets_the_objective_by_its_first_token_a_whole_answer_by_its_end() -> None:
+    spec = {"name": "gen", "task": "generation", "path": "/unused", "slo": {"latency_ms": 100}}
+    metrics = RecordingMetrics()
+    api = build_api(
+        ModelRegistry([ServedModel(ModelSpec.model_validate(spec), SlowTokensBackend(0.06))]),
+        AppArgs.model_validate({"models": [spec]}),
+        metrics=cast(IngressMetrics, metrics),
+        environ={},
+    )
+    client = TestClient(api, raise_server_exceptions=False)
+    body = {"model": "gen", "prompt": "hi", "max_tokens": 3}
+    streamed = client.post("/v1/completions", json={**body, "stream": True})
+    whole = client.post("/v1/completions", json=body)
+    assert streamed.status_code == whole.status_code == 200
+    # Both took about 0.12 s; the stream's first token came at once.
+    assert [args[2] > 0.1 for args in metrics.of("observe_request")] == [True, True]
+    assert metrics.of("count_objective") == [("gen", True), ("gen", False)]
+
+
+def test_a_stream_its_queue_makes_late_is_refused_before_it_starts() -> None:
+    spec = {"name": "gen", "task": "generation", "path": "/unused", "slo": {"latency_ms": 100}}
+    api = build_api(
+        ModelRegistry([ServedModel(ModelSpec.model_validate(spec), SlowTokensBackend(0, 0.09))]),
+        AppArgs.model_validate({"models": [spec]}),
+        environ={},
+    )
+    client = TestClient(api, raise_server_exceptions=False)
+    body = {"model": "gen", "prompt": "hi", "max_tokens": 2, "stream": True}
+    # Its first token alone takes 0.09 s: within the objective, past the 0.8 of it admitted.
+    answers = [client.post("/v1/completions", json=body) for _ in range(6)]
+    assert [a.status_code for a in answers] == [200] * 5 + [503]
+    assert answers[0].headers["content-type"].startswith("text/event-stream")
+    assert answers[-1].headers["retry-after"] == "1"
+    assert answers[-1].json()["error"]["code"] == "overloaded"

@@ -39,6 +39,15 @@ class Model:
         self._release.set()
 
 
+async def run(one: ModelGate, tenant: str, call: Callable[[], Awaitable[str]]) -> str:
+    """`call` in its tenant's turn, its slot released when it is done."""
+    slot = await one.enter(tenant, 1)
+    try:
+        return await call()
+    finally:
+        slot.release()
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -47,9 +56,9 @@ async def settle() -> None:
 def test_waiting_calls_leave_by_share_and_every_caller_gets_its_answer() -> None:
     async def scenario() -> None:
         model, one = Model(), gate(max_in_flight=1)
-        tasks = [asyncio.create_task(one.run("big", 1, model.call(f"big{i}"))) for i in range(4)]
+        tasks = [asyncio.create_task(run(one, "big", model.call(f"big{i}"))) for i in range(4)]
         await settle()
-        tasks.append(asyncio.create_task(one.run("small", 1, model.call("small"))))
+        tasks.append(asyncio.create_task(run(one, "small", model.call("small"))))
         await settle()
         assert (one.in_flight, one.waiting) == (1, 4)
         model.release()
@@ -65,17 +74,17 @@ def test_waiting_calls_leave_by_share_and_every_caller_gets_its_answer() -> None
 def test_a_full_queue_refuses_the_tenant_over_its_share_at_once() -> None:
     async def scenario() -> None:
         model, one = Model(), gate(max_in_flight=1, max_waiting=2)
-        out = asyncio.create_task(one.run("big", 1, model.call("out")))
-        waiting = [asyncio.create_task(one.run("big", 1, model.call(f"w{i}"))) for i in range(2)]
+        out = asyncio.create_task(run(one, "big", model.call("out")))
+        waiting = [asyncio.create_task(run(one, "big", model.call(f"w{i}"))) for i in range(2)]
         await settle()
         with pytest.raises(RateLimited) as refused:
-            await one.run("big", 1, model.call("late"))
+            await run(one, "big", model.call("late"))
         assert refused.value.code == TENANT_SHARE
         assert refused.value.status_code == 429
         assert refused.value.headers["Retry-After"] == "1"
         assert "'big' is over its share" in refused.value.message
         # The small tenant is not refused: big's last waiter is, in its place.
-        small = asyncio.create_task(one.run("small", 1, model.call("small")))
+        small = asyncio.create_task(run(one, "small", model.call("small")))
         await settle()
         with pytest.raises(RateLimited, match="'big'"):
             await waiting[1]
@@ -93,13 +102,13 @@ def test_a_full_queue_refuses_the_tenant_over_its_share_at_once() -> None:
 def test_a_waiter_whose_client_goes_or_whose_deadline_passes_leaves_nothing() -> None:
     async def scenario() -> None:
         model, one = Model(), gate(max_in_flight=1)
-        out = asyncio.create_task(one.run("big", 1, model.call("out")))
-        gone = asyncio.create_task(one.run("big", 1, model.call("gone")))
+        out = asyncio.create_task(run(one, "big", model.call("out")))
+        gone = asyncio.create_task(run(one, "big", model.call("gone")))
         await settle()
         gone.cancel()
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.01):
-                await one.run("small", 1, model.call("late"))
+                await run(one, "small", model.call("late"))
         assert (one.in_flight, one.waiting) == (1, 0)
         model.release()
         assert await out == "out"
@@ -121,9 +130,9 @@ def test_a_slot_given_just_as_the_client_goes_passes_to_the_next() -> None:
             asyncio.get_running_loop().call_soon(waiters[0].cancel)
             return "out"
 
-        out = asyncio.create_task(one.run("big", 1, out_call))
-        waiters.append(asyncio.create_task(one.run("big", 1, model.call("first"))))
-        waiters.append(asyncio.create_task(one.run("big", 1, model.call("second"))))
+        out = asyncio.create_task(run(one, "big", out_call))
+        waiters.append(asyncio.create_task(run(one, "big", model.call("first"))))
+        waiters.append(asyncio.create_task(run(one, "big", model.call("second"))))
         await settle()
         model.release()
         assert await out == "out"
@@ -135,17 +144,20 @@ def test_a_slot_given_just_as_the_client_goes_passes_to_the_next() -> None:
     asyncio.run(scenario())
 
 
-def test_a_failing_call_frees_its_slot() -> None:
-    async def boom() -> str:
-        raise RuntimeError("replica died")
-
+def test_a_slot_released_twice_frees_one_place_and_gates_are_per_model() -> None:
     async def scenario() -> None:
         shares = FairShares(TENANTS, TenantsConfig(file="x", max_in_flight_per_model=1))
-        with pytest.raises(RuntimeError):
-            await shares.run("m", "big", 1, boom)
-        assert shares.gate("m").in_flight == 0
-        model = Model()
-        model.release()
-        assert await shares.run("m", "unknown-is-default", 1, model.call("x")) == "x"
+        slot = await shares.enter("m", "big", 1)
+        other_model = await shares.enter("n", "big", 1)
+        waiter = asyncio.create_task(shares.enter("m", "unknown-is-default", 1))
+        await settle()
+        assert not waiter.done()
+        slot.release()
+        slot.release()
+        second = await waiter
+        assert (shares.gate("m").in_flight, shares.gate("m").waiting) == (1, 0)
+        for held in (second, other_model):
+            held.release()
+        assert shares.gate("m").in_flight == shares.gate("n").in_flight == 0
 
     asyncio.run(scenario())

@@ -1,21 +1,23 @@
 """Tenants through the HTTP API: a busy model's fair queue answers the tenant over its share
-with an OpenAI-shaped 429 `tenant_share`, lets the tenant below it through, and the metrics
-see the refusal's reason and each tenant's latency."""
+with an OpenAI-shaped 429 `tenant_share` (or its fallback's answer), lets the tenant below it
+through, holds a stream's place until its last token, and the metrics see the refusal's reason
+and each tenant's latency."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 
-from deployments.contract import EmbeddingBatch
+from deployments.contract import EmbeddingBatch, GenerationChunk, GenerationRequest
 from serve_app.api import build_api
 from serve_app.config import AppArgs
 from serve_app.metrics import IngressMetrics
 from serve_app.routing.registry import ModelRegistry, ServedModel
-from tests.support.fakes import FakeEmbeddingBackend
+from tests.support.fakes import FakeEmbeddingBackend, FakeGenerationBackend
 
 MODEL = "minilm"
 
@@ -30,6 +32,50 @@ class HeldBackend(FakeEmbeddingBackend):
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
         await self.release.wait()
         return await super().embed(texts)
+
+
+class HeldStreamBackend(FakeGenerationBackend):
+    """Streams its first chunk at once and the rest once the test lets it; records when each
+    request started and when each stream ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.events: list[str] = []
+
+    async def generate(self, request: GenerationRequest) -> list[Any]:
+        self.events.append(f"generate {request.request_id[:4]}")
+        return await super().generate(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+        self.events.append("stream")
+        first = True
+        async for chunk in super().stream(request):
+            yield chunk
+            if first:
+                first = False
+                await self.release.wait()
+        self.events.append("stream ended")
+
+
+def tenant_args(tmp_path: Path, models: list[dict[str, Any]], max_waiting: int = 1) -> AppArgs:
+    """Two tenants of weight 1 (keys sk-big and sk-small) and one call out per model."""
+    (tmp_path / "keys.txt").write_text("sk-big big\nsk-small small\n")
+    (tmp_path / "tenants.yaml").write_text("tenants:\n  big: {weight: 1}\n  small: {weight: 1}\n")
+    return AppArgs.model_validate(
+        {
+            "models": models,
+            "gateway": {
+                "auth": {"api_keys_file": str(tmp_path / "keys.txt")},
+                "request_timeout_s": 3,
+                "tenants": {
+                    "file": str(tmp_path / "tenants.yaml"),
+                    "max_in_flight_per_model": 1,
+                    "max_waiting_per_model": max_waiting,
+                },
+            },
+        }
+    )
 
 
 class RecordedMetrics:
@@ -59,21 +105,8 @@ class RecordedMetrics:
 def test_the_tenant_over_its_share_is_refused_and_the_one_below_gets_through(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "keys.txt").write_text("sk-big big\nsk-small small\n")
-    (tmp_path / "tenants.yaml").write_text("tenants:\n  big: {weight: 1}\n  small: {weight: 1}\n")
-    args = AppArgs.model_validate(
-        {
-            "models": [{"name": MODEL, "task": "embedding", "path": "/unused", "cache": False}],
-            "gateway": {
-                "auth": {"api_keys_file": str(tmp_path / "keys.txt")},
-                "request_timeout_s": 3,
-                "tenants": {
-                    "file": str(tmp_path / "tenants.yaml"),
-                    "max_in_flight_per_model": 1,
-                    "max_waiting_per_model": 1,
-                },
-            },
-        }
+    args = tenant_args(
+        tmp_path, [{"name": MODEL, "task": "embedding", "path": "/unused", "cache": False}]
     )
     backend = HeldBackend()
     metrics = RecordedMetrics()
@@ -139,3 +172,71 @@ def test_without_tenants_no_latency_by_tenant_is_recorded() -> None:
 
     assert asyncio.run(scenario()) == 200
     assert metrics.tenants == []
+
+
+def post_as(client: httpx.AsyncClient, key: str, path: str, body: dict[str, Any]) -> Any:
+    return asyncio.create_task(
+        client.post(path, json=body, headers={"Authorization": f"Bearer {key}"})
+    )
+
+
+def test_a_stream_keeps_its_tenant_slot_until_its_last_token(tmp_path: Path) -> None:
+    args = tenant_args(tmp_path, [{"name": "gen", "task": "generation", "path": "/unused"}])
+    backend = HeldStreamBackend()
+    api = build_api(ModelRegistry([ServedModel(args.models[0], backend)]), args, environ={})
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"model": "gen", "prompt": "hi", "max_tokens": 3}
+            streamed = post_as(client, "sk-big", "/v1/completions", {**body, "stream": True})
+            await asyncio.sleep(0.05)  # its response has started: the first token is out
+            whole = post_as(client, "sk-small", "/v1/completions", body)
+            await asyncio.sleep(0.05)
+            assert not whole.done()  # the model's one slot is still the stream's
+            backend.release.set()
+            return [await streamed, await whole]
+
+    streamed, whole = asyncio.run(scenario())
+    assert streamed.status_code == whole.status_code == 200
+    assert streamed.text.endswith("data: [DONE]\n\n")
+    assert backend.events == ["stream", "stream ended", "generate cmpl"]
+
+
+def test_a_tenant_over_its_share_of_the_primary_is_answered_by_the_fallback(
+    tmp_path: Path,
+) -> None:
+    models = [
+        {"name": MODEL, "task": "embedding", "path": "/unused", "cache": False, "fallback": "fb"},
+        {"name": "fb", "task": "embedding", "path": "/unused", "cache": False},
+    ]
+    args = tenant_args(tmp_path, models)
+    primary = HeldBackend()
+    api = build_api(
+        ModelRegistry(
+            [
+                ServedModel(args.models[0], primary),
+                ServedModel(args.models[1], FakeEmbeddingBackend()),
+            ]
+        ),
+        args,
+        environ={},
+    )
+
+    async def scenario() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"model": MODEL, "input": "x"}
+            out, waiting = (post_as(client, "sk-big", "/v1/embeddings", body) for _ in range(2))
+            await asyncio.sleep(0.05)
+            over = await post_as(client, "sk-big", "/v1/embeddings", body)
+            primary.release.set()
+            return [over, await out, await waiting]
+
+    over, out, waiting = asyncio.run(scenario())
+    assert over.status_code == 200, over.text
+    assert over.headers["x-fallback-from"] == MODEL
+    assert over.headers["x-fallback-reason"] == "tenant_share"
+    assert over.json()["model"] == "fb"
+    assert out.status_code == waiting.status_code == 200
+    assert out.json()["model"] == waiting.json()["model"] == MODEL
