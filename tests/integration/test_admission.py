@@ -5,9 +5,9 @@ Two models on one ingress, each its own simulated accelerator with the same pass
 (`a + b * batch` of sleep, so their capacity does not depend on this machine's CPUs): `sim-slo`
 declares an objective and admission is on; `sim-plain` has none, which is today's behaviour
 (queue until the coalescer or Serve's queue is full). Checked on `sim-slo`, as ratios: goodput
-(answers within the objective per second) well above today's and a large share of the capacity
-measured in the same run (the 0.9 target is printed, not asserted: see MIN_GOODPUT_RATIO),
-the admitted requests' p99 within the objective, refusals answered at once. `sim-plain`'s figures
+(answers within the objective per second) at least 0.9 of the capacity measured in the same run
+and well above today's, the admitted requests' p99 within the objective, refusals answered at
+once. `sim-plain`'s figures
 are printed beside them.
 """
 
@@ -48,10 +48,10 @@ DRAIN_S = 6.0  # sim-plain's backlog after 2x, before its 5x run
 # An answer past this is a miss by five times the objective; waiting out today's backlog after
 # the 5x run for 30 s cost the suite time and changed no figure but that p99 (then capped).
 REQUEST_TIMEOUT_S = 10.0
-# The objective's target is goodput >= 0.9 of capacity; measured here 0.80-1.15 of it from run
-# to run (the capacity itself moves with the shared cores), so the test holds a floor that noise
-# does not cross, and admission must beat today's queue, which keeps 0.0-0.41, by half again.
-MIN_GOODPUT_RATIO = 0.6
+# The objective's target: goodput >= 0.9 of the capacity (16 clients, closed loop, same run).
+# With the estimate as it is, measured 0.99-1.16 alone and 1.07-1.08 in full-suite runs; today's
+# queue keeps 0.0-0.41, and admission must beat it by half again.
+MIN_GOODPUT_RATIO = 0.9
 MIN_GAIN_OVER_QUEUEING = 1.5
 REFUSED_P99_RATIO = 0.25  # of the objective: a refusal comes at once
 
