@@ -2,9 +2,12 @@
 the models a request (a request to a deployment at zero replicas would start one).
 
 `serve.status()` is the public read: one call to the controller, which answers from the state
-its control loop (every 0.1 s) keeps, so a count is at most one tick old. It is a blocking call,
-so it runs on a worker thread, one at a time: a controller that hangs costs one thread, not one
-per asker.
+its control loop (every 0.1 s) keeps, so a count is at most one tick old. Measured from inside a
+replica on 2 cores: about 20 ms a read (30-70 ms at worst), mostly spent in this process
+validating the controller's answer for every application (the controller call alone, through
+the private client, takes 2.5 ms); callers read at most once a second. It is a blocking call, so
+it runs on a worker thread, one at a time: a controller that hangs costs one thread, not one per
+asker.
 """
 
 from __future__ import annotations
