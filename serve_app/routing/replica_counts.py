@@ -92,6 +92,10 @@ class ServeReplicaCounts:
         except (TimeoutError, RayError, RayServeException) as exc:
             logger.info("replica counts are unknown: %r", exc)
             return unknown
+        except Exception:
+            # The counts only spare models a call: whatever breaks the read, ask them all.
+            logger.error("replica counts are unknown", exc_info=True)
+            return unknown
         app = status.applications.get(self._app_name)
         if app is None:
             return unknown

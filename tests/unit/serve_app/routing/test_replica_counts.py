@@ -88,6 +88,11 @@ def test_counts_are_unknown_without_the_app_or_when_the_controller_fails() -> No
         "emb": None
     }
 
+    def unexpected() -> ServeStatus:
+        raise ValueError("a schema this code does not know")
+
+    assert asyncio.run(ServeReplicaCounts(APP, status=unexpected).read(["emb"])) == {"emb": None}
+
 
 def test_a_hanging_controller_costs_one_read_and_counts_are_unknown_until_it_answers() -> None:
     release = threading.Event()
