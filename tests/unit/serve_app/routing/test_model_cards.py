@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from serve_app.config import ModelSpec
-from serve_app.routing.model_cards import ModelCard, ModelCards, readiness
+from serve_app.routing.model_cards import CardState, ModelCard, ModelCards, readiness
 from serve_app.routing.registry import ServedModel
 from serve_app.routing.replica_counts import ReplicaCount
 from tests.support.fakes import FakeReplicaCounts
@@ -110,11 +110,11 @@ def test_a_model_at_zero_that_never_ran_has_no_card() -> None:
     ],
 )
 def test_a_model_with_replicas_or_an_unknown_count_is_asked(
-    count: ReplicaCount | None, answer: dict[str, Any] | None, state: str
+    count: ReplicaCount | None, answer: dict[str, Any] | None, state: CardState
 ) -> None:
     backend = SlowDescriber(answer)
     cards = ModelCards([served("a", backend)], FakeReplicaCounts({"a": count}))
-    assert asyncio.run(cards.get()) == {"a": ModelCard(state, answer)}  # type: ignore[arg-type]
+    assert asyncio.run(cards.get()) == {"a": ModelCard(state, answer)}
     assert backend.calls == 1
 
 
