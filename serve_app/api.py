@@ -27,8 +27,9 @@ from serve_app.routing.cache import CachedModels, ResultCache
 from serve_app.routing.context import RouteContext
 from serve_app.routing.fair_shares import FairShares
 from serve_app.routing.fallback import FallbackRouter
-from serve_app.routing.model_cards import ModelCards
+from serve_app.routing.model_cards import ModelCards, readiness
 from serve_app.routing.registry import ModelRegistry
+from serve_app.routing.replica_counts import ReplicaCounts
 
 logger = logging.getLogger("ray.serve")
 
@@ -42,9 +43,11 @@ def build_api(
     replica_count: Callable[[], int] = lambda: 1,
     environ: dict[str, str] | None = None,
     behind_haproxy: bool = False,
+    model_replica_counts: ReplicaCounts | None = None,
 ) -> FastAPI:
-    """The app; the ingress passes Ray's metrics, replica count and proxy mode, tests pass
-    nothing (`behind_haproxy`: client addresses come from the header our HAProxy sets)."""
+    """The app; the ingress passes Ray's metrics, replica count, proxy mode and the models'
+    replica counts, tests pass nothing (`behind_haproxy`: client addresses come from the header
+    our HAProxy sets; without `model_replica_counts` every model is asked for its card)."""
     api = FastAPI(
         title="serve-inference",
         description="OpenAI-compatible inference API for Hugging Face models on Ray Serve.",
@@ -75,7 +78,7 @@ def build_api(
         on_fallback=metrics.count_fallback if metrics is not None else _ignore_fallback,
     )
 
-    cards = ModelCards(registry.all())
+    cards = ModelCards(registry.all(), model_replica_counts)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -83,11 +86,8 @@ def build_api(
 
     @api.get("/readyz")
     async def readyz() -> Response:
-        ready = await cards.get()
-        waiting = [name for name, card in ready.items() if card is None]
-        if waiting:
-            return json_response({"status": "waiting", "waiting_for": waiting}, status_code=503)
-        return json_response({"status": "ready", "models": sorted(ready)})
+        status_code, body = readiness(await cards.get())
+        return json_response(body, status_code=status_code)
 
     @api.get("/v1/models")
     async def list_models() -> Response:
@@ -100,8 +100,7 @@ def build_api(
                 "owned_by": "serve-inference",
                 "task": model.task,
                 "routes": list(TASK_PATHS[model.task]),
-                "ready": described[model.name] is not None,
-                **(described[model.name] or {}),
+                **described[model.name].fields(),
             }
             for model in registry.all()
         ]

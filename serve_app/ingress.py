@@ -17,6 +17,7 @@ from serve_app.metrics import IngressMetrics
 from serve_app.objective import check_deployed_policies
 from serve_app.routing.backends import HandleBackend
 from serve_app.routing.registry import ModelRegistry, ServedModel
+from serve_app.routing.replica_counts import ServeReplicaCounts
 
 logger = logging.getLogger("ray.serve")
 
@@ -43,6 +44,7 @@ class Ingress:
             echo_request_id=False,  # Serve's proxy (or HAProxy) already echoes x-request-id
             replica_count=_ingress_replica_count,
             behind_haproxy=_behind_our_haproxy(),
+            model_replica_counts=ServeReplicaCounts(serve.get_replica_context().app_name),
         )
 
 

@@ -9,7 +9,8 @@ the controller's decision and placement, the load, and the first answer.
 
 Then the whole service with the packaged MiniLM at zero: through the gateway, a request whose
 deadline passes during the cold start gets the API's 504, and the next one a 200 after a real
-cold start (load, warm-up, first pass), timed.
+cold start (load, warm-up, first pass), timed. Before that, probes at zero (`/readyz`,
+`/v1/models`) answer without starting the model; after it, `/v1/models` shows its card.
 """
 
 from __future__ import annotations
@@ -165,6 +166,21 @@ def model_replicas() -> int:
     return sum(deployments[MODEL].replica_states.values())
 
 
+def probe_at_zero(base_url: str, seconds: float) -> None:
+    """GET /readyz and /v1/models every 0.5 s for ``seconds`` (longer than Serve takes to start a
+    replica for a request that waits at zero), checking each answer and that the model stays at
+    zero (before, the first /readyz started a replica within about 2 s)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        ready = httpx.get(f"{base_url}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json() == {"status": "ready", "models": [MODEL], "scaled_to_zero": [MODEL]}
+        [card] = httpx.get(f"{base_url}/v1/models", timeout=10).json()["data"]
+        assert (card["id"], card["ready"], card["state"]) == (MODEL, False, "scaled_to_zero"), card
+        assert model_replicas() == 0, f"woken {time.monotonic() - started:.1f}s into the probes"
+        time.sleep(0.5)
+
+
 def gateway_config() -> dict[str, Any]:
     autoscaling = {**AUTOSCALING_CONFIG, "max_replicas": 1}
     deployment = {"max_queued_requests": 16, "autoscaling_config": autoscaling}
@@ -176,10 +192,15 @@ def test_through_the_gateway_a_model_at_zero_answers_504_past_the_deadline_then_
     serve_cluster: ServeCluster,
 ) -> None:
     deploy(gateway_config())
-    url = f"{serve_cluster.base_url}{GATEWAY_PREFIX}/v1/embeddings"
+    base_url = f"{serve_cluster.base_url}{GATEWAY_PREFIX}"
+    url = f"{base_url}/v1/embeddings"
     body = {"model": MODEL, "input": "first after idle"}
     try:
         assert model_replicas() == 0
+        # The proxy can route the app's prefix a moment after the app runs (404 until then).
+        healthz = f"{base_url}/healthz"
+        wait_until(lambda: httpx.get(healthz, timeout=10).status_code == 200, 30, "the route")
+        probe_at_zero(base_url, 6.0)
         # Both requests arrive at zero: the first gives up at its deadline, the second waits
         # for the cold start the first one set off.
         started = time.monotonic()
@@ -193,5 +214,8 @@ def test_through_the_gateway_a_model_at_zero_answers_504_past_the_deadline_then_
         assert first.status_code == 200, first.text
         assert len(first.json()["data"][0]["embedding"]) == 384
         assert cold_start_s <= MODEL_COLD_START_BUDGET_S
+        # Running again (it idles for IDLE_TO_ZERO_S first): asked, with its card.
+        [card] = httpx.get(f"{base_url}/v1/models", timeout=10).json()["data"]
+        assert (card["ready"], card["state"], card["dimensions"]) == (True, "ready", 384), card
     finally:
         delete_app(GATEWAY_APP)

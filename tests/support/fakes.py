@@ -1,9 +1,11 @@
-"""Deterministic stand-ins for model backends, for tests that exercise the API without Ray."""
+"""Deterministic stand-ins for model backends (and their replica counts), for tests that exercise
+the API without Ray."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from deployments.contract import (
     GenerationResult,
     RelevanceScore,
 )
+from serve_app.routing.replica_counts import ReplicaCount
 
 FAKE_DIMENSIONS = 8
 
@@ -158,3 +161,16 @@ class FakeRerankBackend:
         if not self.ready:
             return None
         return {"task": "rerank", "activation": "Sigmoid", "device": "cpu"}
+
+
+class FakeReplicaCounts:
+    """Replica counts by deployment name, as a test sets them (absent: unknown); counts reads."""
+
+    def __init__(self, counts: dict[str, ReplicaCount | None]) -> None:
+        self.counts = counts
+        self.reads = 0
+
+    async def read(self, deployments: Sequence[str]) -> dict[str, ReplicaCount | None]:
+        self.reads += 1
+        await asyncio.sleep(0.01)
+        return {name: self.counts.get(name) for name in deployments}

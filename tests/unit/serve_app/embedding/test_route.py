@@ -262,7 +262,7 @@ def test_readyz_when_every_model_answers() -> None:
     client, _ = make_client()
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "models": [MODEL]}
+    assert response.json() == {"status": "ready", "models": [MODEL], "scaled_to_zero": []}
 
 
 def test_openapi_document_describes_the_embeddings_body() -> None:

@@ -303,7 +303,11 @@ def test_readiness_probes_share_one_recent_answer() -> None:
     client = client_for(backends={MODEL: counting})
     started = time.monotonic()
     for _ in range(20):
-        assert client.get("/readyz").json() == {"status": "ready", "models": [MODEL]}
+        assert client.get("/readyz").json() == {
+            "status": "ready",
+            "models": [MODEL],
+            "scaled_to_zero": [],
+        }
     if time.monotonic() - started < 0.9:
         assert counting.described == 1
     time.sleep(1.1)

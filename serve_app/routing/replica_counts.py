@@ -1,0 +1,112 @@
+"""How many replicas each model deployment has, read from the Serve controller without sending
+the models a request (a request to a deployment at zero replicas would start one).
+
+`serve.status()` is the public read: one call to the controller, which answers from the state
+its control loop (every 0.1 s) keeps, so a count is at most one tick old. Measured from inside a
+replica on 2 cores: about 20 ms a read (30-70 ms at worst), mostly spent in this process
+validating the controller's answer for every application (the controller call alone, through
+the private client, takes 2.5 ms); callers read at most once a second. It is a blocking call, so
+it runs on a worker thread, one at a time: a controller that hangs costs one thread, not one per
+asker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ray import serve
+from ray.exceptions import RayError
+from ray.serve.exceptions import RayServeException
+from ray.serve.schema import ServeStatus
+
+logger = logging.getLogger("ray.serve")
+
+# Serve's replica states (ray.serve._private.common.ReplicaState, a private enum; serve.status()
+# gives its values as strings). Requests are routed to these:
+_ROUTABLE = frozenset({"RUNNING", "PENDING_MIGRATION"})
+# On their way to routable (placed, loading, reconfiguring, or found again after a restart):
+_STARTING = frozenset({"STARTING", "UPDATING", "RECOVERING"})
+# STOPPING and STOPPED replicas count as gone: a request would start a new one.
+
+
+@dataclass(frozen=True)
+class ReplicaCount:
+    running: int
+    starting: int
+
+    @property
+    def at_zero(self) -> bool:
+        """No replica runs or starts: a request sent now would start one."""
+        return self.running + self.starting == 0
+
+
+def replica_count(replica_states: Mapping[Any, int]) -> ReplicaCount:
+    """The count in one deployment's `serve.status()` replica states (keyed by state name; the
+    schema types the keys as the private str enum, whose members equal their names)."""
+    return ReplicaCount(
+        running=sum(n for state, n in replica_states.items() if state in _ROUTABLE),
+        starting=sum(n for state, n in replica_states.items() if state in _STARTING),
+    )
+
+
+class ReplicaCounts(Protocol):
+    async def read(self, deployments: Sequence[str]) -> dict[str, ReplicaCount | None]:
+        """Each deployment's count; None where it is unknown (controller unreachable, or no
+        such deployment in the application)."""
+        ...
+
+
+class UnknownReplicaCounts:
+    """Every count unknown: where no controller is reachable (the Ray-free API in tests)."""
+
+    async def read(self, deployments: Sequence[str]) -> dict[str, ReplicaCount | None]:
+        return dict.fromkeys(deployments)
+
+
+class ServeReplicaCounts:
+    """Counts of the deployments of application `app_name`, from `serve.status()`."""
+
+    def __init__(
+        self,
+        app_name: str,
+        timeout_s: float = 2.0,
+        status: Callable[[], ServeStatus] = serve.status,
+    ) -> None:
+        self._app_name = app_name
+        self._timeout_s = timeout_s
+        self._status = status
+        self._pending: asyncio.Future[ServeStatus] | None = None
+
+    async def read(self, deployments: Sequence[str]) -> dict[str, ReplicaCount | None]:
+        unknown: dict[str, ReplicaCount | None] = dict.fromkeys(deployments)
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._status))
+            self._pending.add_done_callback(self._clear)
+        try:
+            # Shielded: an asker that times out leaves the read running for the next one.
+            status = await asyncio.wait_for(asyncio.shield(self._pending), self._timeout_s)
+        except (TimeoutError, RayError, RayServeException) as exc:
+            logger.info("replica counts are unknown: %r", exc)
+            return unknown
+        except Exception:
+            # The counts only spare models a call: whatever breaks the read, ask them all.
+            logger.error("replica counts are unknown", exc_info=True)
+            return unknown
+        app = status.applications.get(self._app_name)
+        if app is None:
+            return unknown
+        return {
+            name: replica_count(app.deployments[name].replica_states)
+            if name in app.deployments
+            else None
+            for name in deployments
+        }
+
+    def _clear(self, done: asyncio.Future[ServeStatus]) -> None:
+        self._pending = None
+        if not done.cancelled():
+            done.exception()  # read here, so an unawaited failure is not logged as lost

@@ -1,0 +1,118 @@
+"""Replica counts from `serve.status()`: Serve's replica states sorted into running, starting and
+gone, unknown where the controller does not answer, one read at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from ray.exceptions import RayActorError
+from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
+from ray.serve.schema import (
+    ApplicationStatus,
+    ApplicationStatusOverview,
+    DeploymentStatusOverview,
+    ServeStatus,
+)
+
+from serve_app.routing import replica_counts
+from serve_app.routing.replica_counts import ReplicaCount, ServeReplicaCounts, replica_count
+
+APP = "svc"
+
+
+def status_with(deployments: dict[str, dict[Any, int]]) -> ServeStatus:
+    overviews = {
+        name: DeploymentStatusOverview(
+            status=DeploymentStatus.HEALTHY,
+            status_trigger=DeploymentStatusTrigger.AUTOSCALING,
+            replica_states=states,
+            message="",
+        )
+        for name, states in deployments.items()
+    }
+    app = ApplicationStatusOverview(
+        status=ApplicationStatus.RUNNING,
+        message="",
+        last_deployed_time_s=0.0,
+        deployments=overviews,
+    )
+    return ServeStatus(applications={APP: app})
+
+
+def test_every_serve_replica_state_is_sorted_into_running_starting_or_gone() -> None:
+    # The state names are Serve's private enum: a state added there must be placed here.
+    gone = {ReplicaState.STOPPING.value, ReplicaState.STOPPED.value}
+    placed = replica_counts._ROUTABLE | replica_counts._STARTING | gone
+    assert {state.value for state in ReplicaState} == placed
+
+
+@pytest.mark.parametrize(
+    ("states", "count"),
+    [
+        ({}, ReplicaCount(0, 0)),
+        ({"STOPPING": 1}, ReplicaCount(0, 0)),
+        ({"STARTING": 1, "STOPPING": 1}, ReplicaCount(0, 1)),
+        (
+            {"RUNNING": 2, "PENDING_MIGRATION": 1, "UPDATING": 1, "RECOVERING": 1},
+            ReplicaCount(3, 2),
+        ),
+        # serve.status() gives names; the schema's type says enum members: both count.
+        ({ReplicaState.RUNNING: 1, ReplicaState.STARTING: 2}, ReplicaCount(1, 2)),
+    ],
+)
+def test_replica_count_of_serve_states(states: dict[Any, int], count: ReplicaCount) -> None:
+    assert replica_count(states) == count
+    assert count.at_zero == (count.running + count.starting == 0)
+
+
+def test_counts_by_deployment_and_unknown_for_a_deployment_not_in_the_app() -> None:
+    status = status_with({"emb": {}, "gen": {"RUNNING": 1}})
+    counts = ServeReplicaCounts(APP, status=lambda: status)
+    assert asyncio.run(counts.read(["emb", "gen", "gone"])) == {
+        "emb": ReplicaCount(0, 0),
+        "gen": ReplicaCount(1, 0),
+        "gone": None,
+    }
+
+
+def test_counts_are_unknown_without_the_app_or_when_the_controller_fails() -> None:
+    assert asyncio.run(ServeReplicaCounts(APP, status=ServeStatus).read(["emb"])) == {"emb": None}
+
+    def dead_controller() -> ServeStatus:
+        raise RayActorError()
+
+    assert asyncio.run(ServeReplicaCounts(APP, status=dead_controller).read(["emb"])) == {
+        "emb": None
+    }
+
+    def unexpected() -> ServeStatus:
+        raise ValueError("a schema this code does not know")
+
+    assert asyncio.run(ServeReplicaCounts(APP, status=unexpected).read(["emb"])) == {"emb": None}
+
+
+def test_a_hanging_controller_costs_one_read_and_counts_are_unknown_until_it_answers() -> None:
+    release = threading.Event()
+    calls = []
+
+    def hanging() -> ServeStatus:
+        calls.append(1)
+        release.wait(5)
+        return status_with({"emb": {"RUNNING": 1}})
+
+    counts = ServeReplicaCounts(APP, timeout_s=0.1, status=hanging)
+
+    async def scenario() -> None:
+        first = await asyncio.gather(*(counts.read(["emb"]) for _ in range(10)))
+        assert all(answer == {"emb": None} for answer in first)
+        assert await counts.read(["emb"]) == {"emb": None}
+        assert len(calls) == 1  # the askers after the timeout wait on the same read
+        release.set()
+        assert await counts.read(["emb"]) == {"emb": ReplicaCount(1, 0)}
+        assert await counts.read(["emb"]) == {"emb": ReplicaCount(1, 0)}
+        assert len(calls) == 2  # a read that answered is not reused
+
+    asyncio.run(scenario())
