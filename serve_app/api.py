@@ -29,7 +29,7 @@ from serve_app.routing.fair_shares import FairShares
 from serve_app.routing.fallback import FallbackRouter
 from serve_app.routing.model_cards import ModelCards, readiness
 from serve_app.routing.registry import ModelRegistry
-from serve_app.routing.replica_counts import ReplicaCounts
+from serve_app.routing.replica_counts import RecentReplicaCounts, ReplicaCounts
 
 logger = logging.getLogger("ray.serve")
 
@@ -107,7 +107,16 @@ def build_api(
         data += registry.alias_cards(started_at)
         return json_response({"object": "list", "data": data})
 
-    shares = FairShares(tenants, gateway.tenants) if tenants is not None else None
+    shares = (
+        FairShares(
+            tenants,
+            gateway.tenants,
+            _running_replicas(registry, model_replica_counts),
+            ingress_replicas=replica_count,
+        )
+        if tenants is not None
+        else None
+    )
     context = RouteContext(registry, router, cached, args.max_request_body_bytes, shares)
     # One router per task, in the task's own folder (its paths: serve_app.protocol.TASK_PATHS).
     for add_routes in (
@@ -119,6 +128,17 @@ def build_api(
         add_routes(api, context)
 
     return api
+
+
+def _running_replicas(
+    registry: ModelRegistry, counts: ReplicaCounts | None
+) -> Callable[[str], int | None]:
+    """Each model's running replicas by model name, as last read (None while unknown)."""
+    if counts is None:
+        return lambda model: None
+    deployments = {model.name: model.spec.deployment_name for model in registry.all()}
+    recent = RecentReplicaCounts(counts, sorted(set(deployments.values())))
+    return lambda model: recent.running(deployments[model])
 
 
 def _ignore_fallback(model: str, fallback: str, reason: str) -> None:

@@ -56,11 +56,19 @@ class TenantsConfig(_Section):
         description="YAML file declaring tenants (`tenants: {name: {weight, priority}}`); a key "
         "in api_keys_file joins one with the tenant's name after it on its line.",
     )
-    max_in_flight_per_model: int = Field(
+    max_in_flight_per_replica: int = Field(
         default=16,
         ge=1,
-        description="Requests one ingress replica sends to a model at once; more wait in its "
-        "fair queue. About the model's replicas x max_batch_size, plus one.",
+        description="Requests the ingress replicas together send to each running replica of a "
+        "model at once; more wait in the fair queue. About the model's max_batch_size x "
+        "parallel_passes. Each ingress replica lets out its share: this x the model's running "
+        "replicas / the ingress replicas (at least 1), following both as they scale.",
+    )
+    max_in_flight_per_model: int | None = Field(
+        default=None,
+        ge=1,
+        description="A fixed number of requests one ingress replica sends to a model at once, "
+        "whatever its replica count; unset: max_in_flight_per_replica decides.",
     )
     max_waiting_per_model: int = Field(
         default=64,

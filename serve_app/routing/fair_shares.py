@@ -1,5 +1,7 @@
-"""Per-model admission at the ingress: at most `max_in_flight` calls out to a model, the rest
-wait in its fair queue (serve_app.gateway.fair_queue) and leave by tenant share.
+"""Per-model admission at the ingress: at most a limit of calls out to a model, the rest wait in
+its fair queue (serve_app.gateway.fair_queue) and leave by tenant share. The limit follows the
+model's running replicas and the ingress replicas (`in_flight_limit`), so a model that scales up
+gets more calls at once, and several ingress replicas together send what one would.
 
 The model's own queue is FIFO across everyone; holding the excess here instead, where the
 tenant is known, is what lets a tenant below its share overtake a tenant above it. A request
@@ -13,6 +15,8 @@ model's batch) until its last token.
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Callable
 
 from serve_app.errors import RateLimited, retry_after_header
 from serve_app.gateway.config import TenantsConfig
@@ -50,10 +54,26 @@ class Slot:
             gate.leave()
 
 
-class ModelGate:
-    """One model's calls from this ingress replica. Use from one event loop."""
+def in_flight_limit(
+    config: TenantsConfig, model_replicas: int | None, ingress_replicas: int
+) -> int:
+    """Calls one ingress replica lets out to a model at once: `max_in_flight_per_model` when set,
+    else its share of `max_in_flight_per_replica` for each running replica of the model."""
+    if config.max_in_flight_per_model is not None:
+        return config.max_in_flight_per_model
+    # Unknown, or at zero (the first call starts a replica): as for one replica.
+    replicas = max(1, model_replicas or 0)
+    share = config.max_in_flight_per_replica * replicas / max(1, ingress_replicas)
+    return max(1, math.ceil(share))
 
-    def __init__(self, model: str, tenants: Tenants, max_in_flight: int, max_waiting: int) -> None:
+
+class ModelGate:
+    """One model's calls from this ingress replica; `max_in_flight()` is read at each entry
+    and exit, so a new limit applies from the next. Use from one event loop."""
+
+    def __init__(
+        self, model: str, tenants: Tenants, max_in_flight: Callable[[], int], max_waiting: int
+    ) -> None:
         self._model = model
         self._tenants = tenants
         self._max_in_flight = max_in_flight
@@ -67,7 +87,7 @@ class ModelGate:
     async def enter(self, tenant: str, cost: float) -> Slot:
         """A slot once this tenant's turn comes; ShareRefused (429) when it is refused."""
         share = self._tenants.share(tenant)
-        if self.in_flight < self._max_in_flight and not self._queue:
+        if self.in_flight < self._max_in_flight() and not self._queue:
             self._queue.send_now(tenant, share, cost)
             self.in_flight += 1
             return Slot(self)
@@ -78,6 +98,7 @@ class ModelGate:
             raise ShareRefused(tenant, self._model) from None
         if pushed_out is not None and not pushed_out.item.done():
             pushed_out.item.set_exception(ShareRefused(pushed_out.tenant, self._model))
+        self._fill()  # a limit that grew since the last exit lets waiters out now, by share
         try:
             await turn
         except asyncio.CancelledError:
@@ -89,7 +110,10 @@ class ModelGate:
     def leave(self) -> None:
         """A call out is done: the next waiters by share go out (through `Slot.release`)."""
         self.in_flight -= 1
-        while self.in_flight < self._max_in_flight:
+        self._fill()
+
+    def _fill(self) -> None:
+        while self.in_flight < self._max_in_flight():
             turn = self._queue.pop()
             if turn is None:
                 return
@@ -103,11 +127,21 @@ def _granted(turn: asyncio.Future[None]) -> bool:
 
 
 class FairShares:
-    """A gate per model, made on first use; what the routes run model calls through."""
+    """A gate per model, made on first use; what the routes run model calls through.
+    `model_replicas(model)`: its running replicas, None while unknown; `ingress_replicas()`:
+    how many ingress replicas share each model."""
 
-    def __init__(self, tenants: Tenants, config: TenantsConfig) -> None:
+    def __init__(
+        self,
+        tenants: Tenants,
+        config: TenantsConfig,
+        model_replicas: Callable[[str], int | None] = lambda model: None,
+        ingress_replicas: Callable[[], int] = lambda: 1,
+    ) -> None:
         self._tenants = tenants
         self._config = config
+        self._model_replicas = model_replicas
+        self._ingress_replicas = ingress_replicas
         self._gates: dict[str, ModelGate] = {}
 
     def gate(self, model: str) -> ModelGate:
@@ -116,10 +150,13 @@ class FairShares:
             gate = self._gates[model] = ModelGate(
                 model,
                 self._tenants,
-                self._config.max_in_flight_per_model,
+                lambda: self.limit(model),
                 self._config.max_waiting_per_model,
             )
         return gate
+
+    def limit(self, model: str) -> int:
+        return in_flight_limit(self._config, self._model_replicas(model), self._ingress_replicas())
 
     async def enter(self, model: str, tenant: str, cost: float) -> Slot:
         return await self.gate(model).enter(tenant, cost)

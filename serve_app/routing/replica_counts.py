@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -110,3 +111,41 @@ class ServeReplicaCounts:
         self._pending = None
         if not done.cancelled():
             done.exception()  # read here, so an unawaited failure is not logged as lost
+
+
+class RecentReplicaCounts:
+    """The running replica counts last read, for the request path, which must not wait for the
+    controller: a caller gets what is known now, and a count older than `max_age_s` starts one
+    read in the background (so a count lags the controller by about `max_age_s`)."""
+
+    def __init__(
+        self,
+        counts: ReplicaCounts,
+        deployments: Sequence[str],
+        max_age_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._counts = counts
+        self._deployments = list(deployments)
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._known: dict[str, ReplicaCount | None] = dict.fromkeys(self._deployments)
+        self._read_s: float | None = None
+        self._reading: asyncio.Task[None] | None = None
+
+    def running(self, deployment: str) -> int | None:
+        """Replicas of `deployment` that take requests; None while unknown. Call from the event
+        loop."""
+        stale = self._read_s is None or self._clock() - self._read_s >= self._max_age_s
+        if stale and self._reading is None:
+            self._reading = asyncio.get_running_loop().create_task(self._read())
+        count = self._known.get(deployment)
+        return None if count is None else count.running
+
+    async def _read(self) -> None:
+        try:
+            self._known = await self._counts.read(self._deployments)
+        except Exception:  # nobody awaits this task: keep the last counts, say why here
+            logger.exception("reading replica counts failed")
+        finally:
+            self._read_s, self._reading = self._clock(), None

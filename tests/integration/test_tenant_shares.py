@@ -77,10 +77,11 @@ def base_url(
                 "auth": {"api_keys_file": str(files / "keys.txt")},
                 "tenants": {
                     "file": str(files / "tenants.yaml"),
-                    # One full pass out at a time: whoever leaves the fair queue first rides the
-                    # next pass. (Requests waiting at the replica as well would not help: Ray
-                    # closes a batch when its wait ends, even while the previous pass runs.)
-                    "max_in_flight_per_model": BATCH,
+                    # One full pass out at a time per model replica (one here, as counted by
+                    # the controller): whoever leaves the fair queue first rides the next pass.
+                    # (Requests waiting at the replica as well would not help: Ray closes a
+                    # batch when its wait ends, even while the previous pass runs.)
+                    "max_in_flight_per_replica": BATCH,
                     "max_waiting_per_model": 2 * BATCH,
                 },
             },

@@ -11,13 +11,13 @@ import pytest
 from serve_app.errors import RateLimited
 from serve_app.gateway.config import TenantsConfig
 from serve_app.gateway.tenants import Tenants, TenantSpec
-from serve_app.routing.fair_shares import TENANT_SHARE, FairShares, ModelGate
+from serve_app.routing.fair_shares import TENANT_SHARE, FairShares, ModelGate, in_flight_limit
 
 TENANTS = Tenants({"big": TenantSpec(weight=1), "small": TenantSpec(weight=1)})
 
 
 def gate(max_in_flight: int = 1, max_waiting: int = 8) -> ModelGate:
-    return ModelGate("m", TENANTS, max_in_flight, max_waiting)
+    return ModelGate("m", TENANTS, lambda: max_in_flight, max_waiting)
 
 
 class Model:
@@ -159,5 +159,54 @@ def test_a_slot_released_twice_frees_one_place_and_gates_are_per_model() -> None
         for held in (second, other_model):
             held.release()
         assert shares.gate("m").in_flight == shares.gate("n").in_flight == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("fixed", "per_replica", "model_replicas", "ingress_replicas", "expected"),
+    [
+        (None, 16, 1, 1, 16),
+        (None, 16, 3, 1, 48),  # the model scaled up: more out at once
+        (None, 16, 3, 2, 24),  # two ingress replicas send half each
+        (None, 5, 1, 2, 3),  # shares round up
+        (None, 1, 1, 4, 1),  # never below one
+        (None, 16, None, 1, 16),  # unknown: as one replica
+        (None, 16, 0, 1, 16),  # at zero: as one replica, whose first call starts it
+        (4, 16, 3, 1, 4),  # a fixed limit holds whatever the replicas
+    ],
+)
+def test_the_in_flight_limit_follows_the_model_and_ingress_replicas(
+    fixed: int | None,
+    per_replica: int,
+    model_replicas: int | None,
+    ingress_replicas: int,
+    expected: int,
+) -> None:
+    config = TenantsConfig(
+        file="x", max_in_flight_per_model=fixed, max_in_flight_per_replica=per_replica
+    )
+    assert in_flight_limit(config, model_replicas, ingress_replicas) == expected
+
+
+def test_when_the_model_scales_up_waiting_calls_go_out_at_the_next_entry() -> None:
+    async def scenario() -> None:
+        replicas = [1]
+        config = TenantsConfig(file="x", max_in_flight_per_replica=1)
+        shares = FairShares(TENANTS, config, model_replicas=lambda model: replicas[0])
+        model = Model()
+        tasks = [
+            asyncio.create_task(run(shares.gate("m"), "big", model.call(f"c{i}"))) for i in range(4)
+        ]
+        await settle()
+        assert model.started == ["c0"]
+        replicas[0] = 3
+        tasks.append(asyncio.create_task(run(shares.gate("m"), "small", model.call("new"))))
+        await settle()
+        # The next entry sees the new limit: two more out, small's first (below its share).
+        assert model.started == ["c0", "new", "c1"]
+        model.release()
+        assert [await task for task in tasks] == ["c0", "c1", "c2", "c3", "new"]
+        assert shares.gate("m").in_flight == 0
 
     asyncio.run(scenario())

@@ -18,7 +18,13 @@ from ray.serve.schema import (
 )
 
 from serve_app.routing import replica_counts
-from serve_app.routing.replica_counts import ReplicaCount, ServeReplicaCounts, replica_count
+from serve_app.routing.replica_counts import (
+    RecentReplicaCounts,
+    ReplicaCount,
+    ServeReplicaCounts,
+    replica_count,
+)
+from tests.support.fakes import FakeReplicaCounts
 
 APP = "svc"
 
@@ -114,5 +120,49 @@ def test_a_hanging_controller_costs_one_read_and_counts_are_unknown_until_it_ans
         assert await counts.read(["emb"]) == {"emb": ReplicaCount(1, 0)}
         assert await counts.read(["emb"]) == {"emb": ReplicaCount(1, 0)}
         assert len(calls) == 2  # a read that answered is not reused
+
+    asyncio.run(scenario())
+
+
+class FailingCounts:
+    async def read(self, deployments: Any) -> dict[str, ReplicaCount | None]:
+        raise RuntimeError("controller answer did not parse")
+
+
+def test_recent_counts_answer_at_once_and_read_again_in_the_background_when_stale() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        fake = FakeReplicaCounts({"a": ReplicaCount(running=2, starting=1)})
+        recent = RecentReplicaCounts(fake, ["a", "b"], max_age_s=2.0, clock=lambda: now[0])
+        assert recent.running("a") is None  # nothing read yet: unknown, and one read starts
+        assert recent.running("a") is None
+        await asyncio.sleep(0.05)
+        assert (recent.running("a"), recent.running("b"), fake.reads) == (2, None, 1)
+        fake.counts["a"] = ReplicaCount(running=3, starting=0)
+        now[0] = 1.9
+        assert recent.running("a") == 2
+        await asyncio.sleep(0.05)
+        assert fake.reads == 1  # still fresh
+        now[0] = 2.1
+        assert recent.running("a") == 2  # stale: the last count now, the new one after a read
+        await asyncio.sleep(0.05)
+        assert (recent.running("a"), fake.reads) == (3, 2)
+
+    asyncio.run(scenario())
+
+
+def test_recent_counts_keep_the_last_counts_when_a_read_fails() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        recent = RecentReplicaCounts(
+            FakeReplicaCounts({"a": ReplicaCount(1, 0)}), ["a"], clock=lambda: now[0]
+        )
+        recent.running("a")
+        await asyncio.sleep(0.05)
+        recent._counts = FailingCounts()
+        now[0] = 5.0
+        assert recent.running("a") == 1
+        await asyncio.sleep(0.05)
+        assert recent.running("a") == 1
 
     asyncio.run(scenario())

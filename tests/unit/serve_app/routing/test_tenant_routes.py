@@ -17,7 +17,8 @@ from serve_app.api import build_api
 from serve_app.config import AppArgs
 from serve_app.metrics import IngressMetrics
 from serve_app.routing.registry import ModelRegistry, ServedModel
-from tests.support.fakes import FakeEmbeddingBackend, FakeGenerationBackend
+from serve_app.routing.replica_counts import ReplicaCount
+from tests.support.fakes import FakeEmbeddingBackend, FakeGenerationBackend, FakeReplicaCounts
 
 MODEL = "minilm"
 
@@ -28,8 +29,10 @@ class HeldBackend(FakeEmbeddingBackend):
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
+        self.out = 0
 
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
+        self.out += 1
         await self.release.wait()
         return await super().embed(texts)
 
@@ -58,8 +61,14 @@ class HeldStreamBackend(FakeGenerationBackend):
         self.events.append("stream ended")
 
 
-def tenant_args(tmp_path: Path, models: list[dict[str, Any]], max_waiting: int = 1) -> AppArgs:
-    """Two tenants of weight 1 (keys sk-big and sk-small) and one call out per model."""
+def tenant_args(
+    tmp_path: Path,
+    models: list[dict[str, Any]],
+    max_waiting: int = 1,
+    in_flight: dict[str, int] | None = None,
+) -> AppArgs:
+    """Two tenants of weight 1 (keys sk-big and sk-small); one call out per model unless
+    `in_flight` says otherwise."""
     (tmp_path / "keys.txt").write_text("sk-big big\nsk-small small\n")
     (tmp_path / "tenants.yaml").write_text("tenants:\n  big: {weight: 1}\n  small: {weight: 1}\n")
     return AppArgs.model_validate(
@@ -70,8 +79,8 @@ def tenant_args(tmp_path: Path, models: list[dict[str, Any]], max_waiting: int =
                 "request_timeout_s": 3,
                 "tenants": {
                     "file": str(tmp_path / "tenants.yaml"),
-                    "max_in_flight_per_model": 1,
                     "max_waiting_per_model": max_waiting,
+                    **(in_flight or {"max_in_flight_per_model": 1}),
                 },
             },
         }
@@ -240,3 +249,31 @@ def test_a_tenant_over_its_share_of_the_primary_is_answered_by_the_fallback(
     assert over.json()["model"] == "fb"
     assert out.status_code == waiting.status_code == 200
     assert out.json()["model"] == waiting.json()["model"] == MODEL
+
+
+def test_a_model_with_more_replicas_gets_more_calls_out_at_once(tmp_path: Path) -> None:
+    model = {"name": MODEL, "task": "embedding", "path": "/unused", "cache": False}
+    args = tenant_args(tmp_path, [model], in_flight={"max_in_flight_per_replica": 1})
+    backend = HeldBackend()
+    counts = FakeReplicaCounts({MODEL: ReplicaCount(running=2, starting=0)})
+    api = build_api(
+        ModelRegistry([ServedModel(args.models[0], backend)]),
+        args,
+        environ={},
+        model_replica_counts=counts,
+    )
+
+    async def scenario() -> list[int]:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"model": MODEL, "input": "x"}
+            tasks = [post_as(client, "sk-big", "/v1/embeddings", body)]
+            await asyncio.sleep(0.05)  # counts unknown at first (as one replica); now read
+            tasks += [post_as(client, "sk-big", "/v1/embeddings", body) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            out = backend.out
+            backend.release.set()
+            return [out, *[(await task).status_code for task in tasks]]
+
+    assert asyncio.run(scenario()) == [2, 200, 200, 200]
+    assert counts.reads == 1
