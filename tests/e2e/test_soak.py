@@ -12,9 +12,12 @@ from tests.support.ray_cluster import REPO_ROOT, child_env
 
 SOAK_S = 30
 RATE_RPS = 25
-# A smoke, not the ten-minute soak: over 15 s, RSS moves in allocator-sized steps, so only a
-# gross leak (about 10 KB per request at this rate) fails it.
-MAX_SLOPE_MIB_PER_MIN = 20.0
+# A smoke, not the ten-minute soak (`make soak`, 2 MiB/min): it judges the last 15 s, about six
+# RSS samples, and the model replica's RSS moves there in allocator-sized steps (one of 3 MiB read
+# as +22 MiB/min in two full-suite runs of a service that passes the long soak), so only a gross
+# leak fails it: about 40 KB per request at this rate, as keeping each request's activations or
+# a copy of its batch would.
+MAX_SLOPE_MIB_PER_MIN = 60.0
 
 
 @pytest.mark.timeout(400)
