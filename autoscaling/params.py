@@ -6,7 +6,7 @@ a message that names the field and says what to write instead.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -137,6 +137,19 @@ class PolicyParams(BaseModel):
             "to at least look_back_period_s and the replicas' stats window."
         ),
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _target_given(cls, values: Any) -> Any:
+        # Serve passes policy_kwargs as written: a model's `slo` reaches them only through
+        # `python -m serve_app.objective` (which `make serve` runs), so say so.
+        if isinstance(values, dict) and "latency_target_ms" not in values:
+            raise ValueError(
+                "latency_target_ms is required: write the model's slo.latency_ms (or less) "
+                "here, or let `python -m serve_app.objective serve_config.yaml out.yaml` fill "
+                "it from the model's slo, then deploy out.yaml."
+            )
+        return values
 
     @model_validator(mode="after")
     def _ratios_ordered(self) -> PolicyParams:

@@ -522,7 +522,7 @@ def test_each_scaling_decision_is_logged_with_its_reason(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"target_queue_per_replica": 4}, "latency_target_ms"),
+        ({"target_queue_per_replica": 4}, r"latency_target_ms is required.*serve_app\.objective"),
         ({"latency_target_ms": 0, "target_queue_per_replica": 4}, "greater than 0"),
         ({"latency_target_ms": 100, "target_queue_per_replica": 4, "latency_percentile": 97}, "99"),
         (
