@@ -1,13 +1,15 @@
 """How many replicas each model deployment has, read from the Serve controller without sending
 the models a request (a request to a deployment at zero replicas would start one).
 
-`serve.status()` is the public read: one call to the controller, which answers from the state
-its control loop (every 0.1 s) keeps, so a count is at most one tick old. Measured from inside a
-replica on 2 cores: about 20 ms a read (30-70 ms at worst), mostly spent in this process
-validating the controller's answer for every application (the controller call alone, through
-the private client, takes 2.5 ms); callers read at most once a second. It is a blocking call, so
-it runs on a worker thread, one at a time: a controller that hangs costs one thread, not one per
-asker.
+The read is the controller's details of every application, the dict `serve.status()` counts
+replica states from (`ServeInstanceDetails._get_status`), taken through Serve's client as the
+ingress's start-up check takes them, without `serve.status()`'s validation of the whole answer:
+measured from inside a replica on 2 shared cores, `serve.status()` took about 20 ms a read (30-70
+ms at worst), the controller call alone 2.5 ms; each read runs on a worker thread and holds
+Python's lock for its parsing, and with reads every 2 s `serve.status()` added 10-25 ms to the
+slowest 0.1% of lone requests. The controller answers from the state its control loop (every
+0.1 s) keeps, so a count is at most one tick old. It is a blocking call, so it runs on a worker
+thread, one at a time: a controller that hangs costs one thread, not one per asker.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,12 +25,11 @@ from typing import Any, Protocol
 from ray import serve
 from ray.exceptions import RayError
 from ray.serve.exceptions import RayServeException
-from ray.serve.schema import ServeStatus
 
 logger = logging.getLogger("ray.serve")
 
-# Serve's replica states (ray.serve._private.common.ReplicaState, a private enum; serve.status()
-# gives its values as strings). Requests are routed to these:
+# Serve's replica states (ray.serve._private.common.ReplicaState, a private str enum whose members
+# equal their names; the details give members or names). Requests are routed to these:
 _ROUTABLE = frozenset({"RUNNING", "PENDING_MIGRATION"})
 # On their way to routable (placed, loading, reconfiguring, or found again after a restart):
 _STARTING = frozenset({"STARTING", "UPDATING", "RECOVERING"})
@@ -46,8 +48,7 @@ class ReplicaCount:
 
 
 def replica_count(replica_states: Mapping[Any, int]) -> ReplicaCount:
-    """The count in one deployment's `serve.status()` replica states (keyed by state name; the
-    schema types the keys as the private str enum, whose members equal their names)."""
+    """The count in one deployment's replicas by state (state names or Serve's str enum)."""
     return ReplicaCount(
         running=sum(n for state, n in replica_states.items() if state in _ROUTABLE),
         starting=sum(n for state, n in replica_states.items() if state in _STARTING),
@@ -68,28 +69,37 @@ class UnknownReplicaCounts:
         return dict.fromkeys(deployments)
 
 
+def serve_details() -> Mapping[str, Any]:
+    """The controller's details of every application (what `serve.status()` validates)."""
+    client = serve.context._get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        raise RayServeException("Serve is not running")
+    details: Mapping[str, Any] = client.get_serve_details()
+    return details
+
+
 class ServeReplicaCounts:
-    """Counts of the deployments of application `app_name`, from `serve.status()`."""
+    """Counts of the deployments of application `app_name`, from the controller's details."""
 
     def __init__(
         self,
         app_name: str,
         timeout_s: float = 2.0,
-        status: Callable[[], ServeStatus] = serve.status,
+        details: Callable[[], Mapping[str, Any]] = serve_details,
     ) -> None:
         self._app_name = app_name
         self._timeout_s = timeout_s
-        self._status = status
-        self._pending: asyncio.Future[ServeStatus] | None = None
+        self._details = details
+        self._pending: asyncio.Future[Mapping[str, Any]] | None = None
 
     async def read(self, deployments: Sequence[str]) -> dict[str, ReplicaCount | None]:
         unknown: dict[str, ReplicaCount | None] = dict.fromkeys(deployments)
         if self._pending is None:
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._status))
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._details))
             self._pending.add_done_callback(self._clear)
         try:
             # Shielded: an asker that times out leaves the read running for the next one.
-            status = await asyncio.wait_for(asyncio.shield(self._pending), self._timeout_s)
+            details = await asyncio.wait_for(asyncio.shield(self._pending), self._timeout_s)
         except (TimeoutError, RayError, RayServeException) as exc:
             logger.info("replica counts are unknown: %r", exc)
             return unknown
@@ -97,17 +107,18 @@ class ServeReplicaCounts:
             # The counts only spare models a call: whatever breaks the read, ask them all.
             logger.error("replica counts are unknown", exc_info=True)
             return unknown
-        app = status.applications.get(self._app_name)
+        app = (details.get("applications") or {}).get(self._app_name)
         if app is None:
             return unknown
+        found = app.get("deployments") or {}
         return {
-            name: replica_count(app.deployments[name].replica_states)
-            if name in app.deployments
+            name: replica_count(Counter(r["state"] for r in found[name].get("replicas") or ()))
+            if name in found
             else None
             for name in deployments
         }
 
-    def _clear(self, done: asyncio.Future[ServeStatus]) -> None:
+    def _clear(self, done: asyncio.Future[Mapping[str, Any]]) -> None:
         self._pending = None
         if not done.cancelled():
             done.exception()  # read here, so an unawaited failure is not logged as lost

@@ -52,7 +52,7 @@ BIG_KEY, SMALL_KEY = "sk-big-tenant", "sk-small-tenant"
 SMALL_P99_RATIO = 1.5
 BUSY_RATIO = 0.9
 SCALED_PHASE_S = 6.0
-SCALED_GAIN = 1.5
+SCALED_GAIN = 1.25
 
 
 @dataclass(frozen=True)

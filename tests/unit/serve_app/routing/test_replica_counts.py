@@ -1,5 +1,5 @@
-"""Replica counts from `serve.status()`: Serve's replica states sorted into running, starting and
-gone, unknown where the controller does not answer, one read at a time."""
+"""Replica counts from the controller's details: Serve's replica states sorted into running,
+starting and gone, unknown where the controller does not answer, one read at a time."""
 
 from __future__ import annotations
 
@@ -9,13 +9,7 @@ from typing import Any
 
 import pytest
 from ray.exceptions import RayActorError
-from ray.serve._private.common import DeploymentStatus, DeploymentStatusTrigger, ReplicaState
-from ray.serve.schema import (
-    ApplicationStatus,
-    ApplicationStatusOverview,
-    DeploymentStatusOverview,
-    ServeStatus,
-)
+from ray.serve._private.common import ReplicaState
 
 from serve_app.routing import replica_counts
 from serve_app.routing.replica_counts import (
@@ -29,23 +23,23 @@ from tests.support.fakes import FakeReplicaCounts
 APP = "svc"
 
 
-def status_with(deployments: dict[str, dict[Any, int]]) -> ServeStatus:
-    overviews = {
-        name: DeploymentStatusOverview(
-            status=DeploymentStatus.HEALTHY,
-            status_trigger=DeploymentStatusTrigger.AUTOSCALING,
-            replica_states=states,
-            message="",
-        )
-        for name, states in deployments.items()
+def details_with(deployments: dict[str, list[Any]]) -> dict[str, Any]:
+    """The controller's details (`get_serve_details()`) of APP: each deployment's replicas by
+    state, as Serve gives them (enum members or names)."""
+    return {
+        "applications": {
+            APP: {
+                "deployments": {
+                    name: {
+                        "replicas": [
+                            {"replica_id": str(i), "state": state} for i, state in enumerate(states)
+                        ]
+                    }
+                    for name, states in deployments.items()
+                }
+            }
+        }
     }
-    app = ApplicationStatusOverview(
-        status=ApplicationStatus.RUNNING,
-        message="",
-        last_deployed_time_s=0.0,
-        deployments=overviews,
-    )
-    return ServeStatus(applications={APP: app})
 
 
 def test_every_serve_replica_state_is_sorted_into_running_starting_or_gone() -> None:
@@ -75,41 +69,48 @@ def test_replica_count_of_serve_states(states: dict[Any, int], count: ReplicaCou
 
 
 def test_counts_by_deployment_and_unknown_for_a_deployment_not_in_the_app() -> None:
-    status = status_with({"emb": {}, "gen": {"RUNNING": 1}})
-    counts = ServeReplicaCounts(APP, status=lambda: status)
-    assert asyncio.run(counts.read(["emb", "gen", "gone"])) == {
+    details = details_with(
+        {
+            "emb": [],
+            "gen": [ReplicaState.RUNNING, "STARTING", ReplicaState.STOPPING],
+            "cls": ["RUNNING", "RUNNING"],
+        }
+    )
+    counts = ServeReplicaCounts(APP, details=lambda: details)
+    assert asyncio.run(counts.read(["emb", "gen", "cls", "gone"])) == {
         "emb": ReplicaCount(0, 0),
-        "gen": ReplicaCount(1, 0),
+        "gen": ReplicaCount(1, 1),
+        "cls": ReplicaCount(2, 0),
         "gone": None,
     }
 
 
 def test_counts_are_unknown_without_the_app_or_when_the_controller_fails() -> None:
-    assert asyncio.run(ServeReplicaCounts(APP, status=ServeStatus).read(["emb"])) == {"emb": None}
+    assert asyncio.run(ServeReplicaCounts(APP, details=dict).read(["emb"])) == {"emb": None}
 
-    def dead_controller() -> ServeStatus:
+    def dead_controller() -> dict[str, Any]:
         raise RayActorError()
 
-    assert asyncio.run(ServeReplicaCounts(APP, status=dead_controller).read(["emb"])) == {
+    assert asyncio.run(ServeReplicaCounts(APP, details=dead_controller).read(["emb"])) == {
         "emb": None
     }
 
-    def unexpected() -> ServeStatus:
-        raise ValueError("a schema this code does not know")
+    def unexpected() -> dict[str, Any]:
+        raise ValueError("a shape this code does not know")
 
-    assert asyncio.run(ServeReplicaCounts(APP, status=unexpected).read(["emb"])) == {"emb": None}
+    assert asyncio.run(ServeReplicaCounts(APP, details=unexpected).read(["emb"])) == {"emb": None}
 
 
 def test_a_hanging_controller_costs_one_read_and_counts_are_unknown_until_it_answers() -> None:
     release = threading.Event()
     calls = []
 
-    def hanging() -> ServeStatus:
+    def hanging() -> dict[str, Any]:
         calls.append(1)
         release.wait(5)
-        return status_with({"emb": {"RUNNING": 1}})
+        return details_with({"emb": ["RUNNING"]})
 
-    counts = ServeReplicaCounts(APP, timeout_s=0.1, status=hanging)
+    counts = ServeReplicaCounts(APP, timeout_s=0.1, details=hanging)
 
     async def scenario() -> None:
         first = await asyncio.gather(*(counts.read(["emb"]) for _ in range(10)))
