@@ -17,7 +17,7 @@ from serve_app.metrics import IngressMetrics
 from serve_app.objective import check_deployed_policies
 from serve_app.routing.backends import HandleBackend
 from serve_app.routing.registry import ModelRegistry, ServedModel
-from serve_app.routing.replica_counts import ServeReplicaCounts
+from serve_app.routing.replica_counts import ServeReplicaCounts, serve_details
 
 logger = logging.getLogger("ray.serve")
 
@@ -52,12 +52,11 @@ def _check_policies(args: AppArgs) -> None:
     """Refuse to start (so the deploy fails, naming the field) where the autoscaling policy Serve
     applied to a model's deployment contradicts the model's `slo` or the deployment's
     `min_replicas`."""
-    client = serve.context._get_global_client()
-    if client is None:
+    details = serve_details()
+    if details is None:
         return
-    app = serve.get_replica_context().app_name
-    details = client.get_serve_details()["applications"].get(app, {})
-    check_deployed_policies(args, details.get("deployments", {}))
+    app = details["applications"].get(serve.get_replica_context().app_name, {})
+    check_deployed_policies(args, app.get("deployments", {}))
 
 
 def _ingress_replica_count() -> int:

@@ -69,11 +69,12 @@ class UnknownReplicaCounts:
         return dict.fromkeys(deployments)
 
 
-def serve_details() -> Mapping[str, Any]:
-    """The controller's details of every application (what `serve.status()` validates)."""
+def serve_details() -> Mapping[str, Any] | None:
+    """The controller's details of every application (what `serve.status()` validates); None
+    where Serve is not running."""
     client = serve.context._get_global_client(raise_if_no_controller_running=False)
     if client is None:
-        raise RayServeException("Serve is not running")
+        return None
     details: Mapping[str, Any] = client.get_serve_details()
     return details
 
@@ -85,12 +86,12 @@ class ServeReplicaCounts:
         self,
         app_name: str,
         timeout_s: float = 2.0,
-        details: Callable[[], Mapping[str, Any]] = serve_details,
+        details: Callable[[], Mapping[str, Any] | None] = serve_details,
     ) -> None:
         self._app_name = app_name
         self._timeout_s = timeout_s
         self._details = details
-        self._pending: asyncio.Future[Mapping[str, Any]] | None = None
+        self._pending: asyncio.Future[Mapping[str, Any] | None] | None = None
 
     async def read(self, deployments: Sequence[str]) -> dict[str, ReplicaCount | None]:
         unknown: dict[str, ReplicaCount | None] = dict.fromkeys(deployments)
@@ -107,7 +108,7 @@ class ServeReplicaCounts:
             # The counts only spare models a call: whatever breaks the read, ask them all.
             logger.error("replica counts are unknown", exc_info=True)
             return unknown
-        app = (details.get("applications") or {}).get(self._app_name)
+        app = ((details or {}).get("applications") or {}).get(self._app_name)
         if app is None:
             return unknown
         found = app.get("deployments") or {}
@@ -118,7 +119,7 @@ class ServeReplicaCounts:
             for name in deployments
         }
 
-    def _clear(self, done: asyncio.Future[Mapping[str, Any]]) -> None:
+    def _clear(self, done: asyncio.Future[Mapping[str, Any] | None]) -> None:
         self._pending = None
         if not done.cancelled():
             done.exception()  # read here, so an unawaited failure is not logged as lost

@@ -13,6 +13,8 @@ import ray
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
+from serve_app.routing.replica_counts import serve_details
+
 DEPLOY_TIMEOUT_S = 300.0
 T = TypeVar("T")
 
@@ -89,12 +91,12 @@ def delete_app(app: str) -> None:
 
 
 def replica_details(app: str, deployment: str) -> list[dict[str, Any]]:
-    client = serve.context._get_global_client()
-    assert client is not None
-    details: list[dict[str, Any]] = client.get_serve_details()["applications"][app]["deployments"][
-        deployment
-    ]["replicas"]
-    return details
+    details = serve_details()
+    assert details is not None
+    replicas: list[dict[str, Any]] = details["applications"][app]["deployments"][deployment][
+        "replicas"
+    ]
+    return replicas
 
 
 def running_pids(app: str, deployment: str) -> set[int]:

@@ -87,6 +87,8 @@ def test_counts_by_deployment_and_unknown_for_a_deployment_not_in_the_app() -> N
 
 def test_counts_are_unknown_without_the_app_or_when_the_controller_fails() -> None:
     assert asyncio.run(ServeReplicaCounts(APP, details=dict).read(["emb"])) == {"emb": None}
+    no_serve = ServeReplicaCounts(APP, details=lambda: None)
+    assert asyncio.run(no_serve.read(["emb"])) == {"emb": None}
 
     def dead_controller() -> dict[str, Any]:
         raise RayActorError()
