@@ -55,15 +55,18 @@ class Slot:
 
 
 def in_flight_limit(
-    config: TenantsConfig, model_replicas: int | None, ingress_replicas: int
+    config: TenantsConfig,
+    model_replicas: Callable[[], int | None],
+    ingress_replicas: Callable[[], int],
 ) -> int:
-    """Calls one ingress replica lets out to a model at once: `max_in_flight_per_model` when set,
-    else its share of `max_in_flight_per_replica` for each running replica of the model."""
+    """Calls one ingress replica lets out to a model at once: `max_in_flight_per_model` when set
+    (no count is read then), else its share of `max_in_flight_per_replica` for each running
+    replica of the model."""
     if config.max_in_flight_per_model is not None:
         return config.max_in_flight_per_model
     # Unknown, or at zero (the first call starts a replica): as for one replica.
-    replicas = max(1, model_replicas or 0)
-    share = config.max_in_flight_per_replica * replicas / max(1, ingress_replicas)
+    replicas = max(1, model_replicas() or 0)
+    share = config.max_in_flight_per_replica * replicas / max(1, ingress_replicas())
     return max(1, math.ceil(share))
 
 
@@ -156,7 +159,9 @@ class FairShares:
         return gate
 
     def limit(self, model: str) -> int:
-        return in_flight_limit(self._config, self._model_replicas(model), self._ingress_replicas())
+        return in_flight_limit(
+            self._config, lambda: self._model_replicas(model), self._ingress_replicas
+        )
 
     async def enter(self, model: str, tenant: str, cost: float) -> Slot:
         return await self.gate(model).enter(tenant, cost)

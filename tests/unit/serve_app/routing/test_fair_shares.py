@@ -186,7 +186,15 @@ def test_the_in_flight_limit_follows_the_model_and_ingress_replicas(
     config = TenantsConfig(
         file="x", max_in_flight_per_model=fixed, max_in_flight_per_replica=per_replica
     )
-    assert in_flight_limit(config, model_replicas, ingress_replicas) == expected
+    assert in_flight_limit(config, lambda: model_replicas, lambda: ingress_replicas) == expected
+
+
+def test_a_fixed_in_flight_limit_reads_no_replica_count() -> None:
+    def unread() -> int:
+        raise AssertionError("a fixed limit needs no count")
+
+    config = TenantsConfig(file="x", max_in_flight_per_model=4)
+    assert in_flight_limit(config, unread, unread) == 4
 
 
 def test_when_the_model_scales_up_waiting_calls_go_out_at_the_next_entry() -> None:
