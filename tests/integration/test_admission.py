@@ -7,8 +7,8 @@ declares an objective and admission is on; `sim-plain` has none, which is today'
 (queue until the coalescer or Serve's queue is full). Checked on `sim-slo`, as ratios: goodput
 (answers within the objective per second) at least 0.9 of the capacity measured in the same run
 and well above today's, the admitted requests' p99 within the objective, refusals answered at
-once. `sim-plain`'s figures
-are printed beside them.
+once; a run that misses a check gets one more try (`ATTEMPTS`). `sim-plain`'s figures are printed
+beside them.
 """
 
 from __future__ import annotations
@@ -51,7 +51,14 @@ REQUEST_TIMEOUT_S = 10.0
 # The objective's target: goodput >= 0.9 of the capacity (16 clients, closed loop, same run).
 # With the estimate as it is, measured 0.99-1.16 alone and 1.07-1.08 in full-suite runs; today's
 # queue keeps 0.0-0.41, and admission must beat it by half again.
-MIN_GOODPUT_RATIO = 0.6  # the 0.9 target failed once in five full-suite runs: see the issue
+MIN_GOODPUT_RATIO = 0.9
+# An admission run that misses any check is run once more, and the test asks one of the two to
+# hold every check. On shared cores interference only makes things worse, for the model's path
+# and the load generator's clock alike: one full-suite run in five fell below 0.9 while every
+# run alone held 1.0-1.16, and a run beside a type check measured goodput 0.80 and admitted p99
+# 1.12x. So one run that holds shows what admission keeps; an admission that loses goodput or
+# admits late answers misses twice.
+ATTEMPTS = 2
 MIN_GAIN_OVER_QUEUEING = 1.5
 REFUSED_P99_RATIO = 0.25  # of the objective: a refusal comes at once
 
@@ -107,6 +114,20 @@ def figures(record: RunRecord, capacity_rps: float) -> dict[str, Any]:
     }
 
 
+def holds(on: dict[str, Any]) -> bool:
+    """One admission run meets the objective: only answers and 503 refusals, goodput at least
+    `MIN_GOODPUT_RATIO` of capacity, admitted p99 within the objective, refusals at once (some
+    requests were refused, not queued)."""
+    return (
+        set(on["statuses"]) <= {"200", "503"}
+        and on["goodput_ratio"] >= MIN_GOODPUT_RATIO
+        and on["admitted_p99_ratio"] is not None
+        and on["admitted_p99_ratio"] <= 1.0
+        and on["refused_p99_ratio"] is not None
+        and on["refused_p99_ratio"] <= REFUSED_P99_RATIO
+    )
+
+
 @pytest.mark.timeout(240)
 def test_admission_keeps_goodput_and_p99_within_the_objective_under_overload(
     serve_cluster: ServeCluster,
@@ -123,13 +144,18 @@ def test_admission_keeps_goodput_and_p99_within_the_objective_under_overload(
             measured: dict[str, Any] = {"capacity_rps": round(capacity_rps, 1)}
             for admission, load in (("on", slo), ("off", plain)):
                 for factor in (2, 5):
-                    record = await run_load_async(
-                        load,
-                        OpenLoop(factor * capacity_rps, seed=factor),
-                        Bounds(RUN_S, request_timeout_s=REQUEST_TIMEOUT_S),
-                        progress=False,
-                    )
-                    measured[f"{factor}x_admission_{admission}"] = figures(record, capacity_rps)
+                    runs: list[dict[str, Any]] = []
+                    while len(runs) < (ATTEMPTS if admission == "on" else 1):
+                        record = await run_load_async(
+                            load,
+                            OpenLoop(factor * capacity_rps, seed=factor + 10 * len(runs)),
+                            Bounds(RUN_S, request_timeout_s=REQUEST_TIMEOUT_S),
+                            progress=False,
+                        )
+                        runs.append(figures(record, capacity_rps))
+                        if holds(runs[-1]):
+                            break
+                    measured[f"{factor}x_admission_{admission}"] = runs
                     if admission == "off" and factor == 2:
                         await asyncio.sleep(DRAIN_S)
             return measured
@@ -140,14 +166,11 @@ def test_admission_keeps_goodput_and_p99_within_the_objective_under_overload(
         print(f"\nFIGURES admission {json.dumps(measured)}")
 
         for factor in (2, 5):
-            on = measured[f"{factor}x_admission_on"]
-            assert set(on["statuses"]) <= {"200", "503"}, on
-            off = measured[f"{factor}x_admission_off"]
-            assert on["goodput_ratio"] >= MIN_GOODPUT_RATIO, on
-            assert on["goodput_ratio"] >= MIN_GAIN_OVER_QUEUEING * off["goodput_ratio"], measured
-            assert on["admitted_p99_ratio"] is not None, on
-            assert on["admitted_p99_ratio"] <= 1.0, on
-            assert on["refused_p99_ratio"] is not None, on  # overload was refused, not queued
-            assert on["refused_p99_ratio"] <= REFUSED_P99_RATIO, on
+            (off,) = measured[f"{factor}x_admission_off"]
+            held = [on for on in measured[f"{factor}x_admission_on"] if holds(on)]
+            assert held, measured
+            assert held[0]["goodput_ratio"] >= MIN_GAIN_OVER_QUEUEING * off["goodput_ratio"], (
+                measured
+            )
     finally:
         delete_app(APP)
