@@ -32,7 +32,8 @@ MODEL_RUNTIME_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
 # them, a pass that holds a core makes a waiting request wait too. Forward threads therefore run
 # at a lower CPU priority (Linux niceness is per thread, and torch's own threads inherit it).
 # Measured in an open loop at 150 req/s on 2 cores: p50 100 -> 75 ms, p99 320 -> 190-260 ms,
-# same throughput at 32 clients; niceness 19 starved passes behind Ray's background processes.
+# same throughput at 32 clients. Ray starts workers at niceness 15 (`RAY_worker_niceness`), so
+# there the passes sit at 19, the cap, still below the event loop.
 FORWARD_THREAD_NICENESS = 10
 
 In = TypeVar("In")
