@@ -166,6 +166,7 @@ def test_streamed_tokens_are_charged_and_cut_at_the_budget(base_url: str) -> Non
     # give or take the stream that crossed it.
     budget = TOKENS_PER_MIN * (1 + elapsed_s / 60)
     assert sum(used) <= budget + max(used, default=0)
+    assert len(finished) + len(cut) < STREAMS
 
 
 def test_a_stream_ends_at_its_deadline_with_an_error_event(base_url: str) -> None:
