@@ -5,7 +5,13 @@ import asyncio
 import pytest
 
 from serve_app.config import LatencyObjective
-from serve_app.routing.admission import ADMIT_FRACTION, ModelLoad, predict
+from serve_app.routing.admission import (
+    ADMIT_FRACTION,
+    FREE_PLACES,
+    ModelLoad,
+    predict,
+    refusal,
+)
 
 LIMIT_S = ADMIT_FRACTION * 0.5  # of a 500 ms objective: 0.4 s
 
@@ -26,7 +32,10 @@ def test_the_time_already_spent_in_the_ingress_counts() -> None:
         (100, 0.1, 0.05, 5.1, True, 4.7),  # a long queue: retry once it has drained
         (0, 0.5, 0.05, 0.5, True, 1.0),  # one call alone is past the limit
         (1000, 0.1, 0.0001, 0.2, False, 1.0),  # fast per place: a long queue is fine
-        (5, 0.1, None, 0.1, False, 1.0),  # no queue seen yet: nothing charged per place
+        # No seconds per place measured yet: the first FREE_PLACES free, each beyond a service time
+        (FREE_PLACES, 0.1, None, 0.1, False, 1.0),
+        (FREE_PLACES + 3, 0.1, None, 0.4, False, 1.0),
+        (FREE_PLACES + 4, 0.1, None, 0.5, True, 1.0),
     ],
 )
 def test_prediction_table(
@@ -92,9 +101,62 @@ def test_a_sustained_queue_does_not_shrink_seconds_per_place() -> None:
     assert prediction.misses
 
 
-def test_until_a_call_goes_alone_the_service_time_is_the_tenth_percentile() -> None:
+def test_seconds_per_place_outlive_a_quiet_spell() -> None:
+    # Measured under load (0.05 s a place), then 30 s without a call: the window is empty, and
+    # a burst is still charged 0.05 s a place rather than nothing.
     clock = FakeClock()
     load = ModelLoad(clock)
-    for seconds in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-        finish(load, clock, ahead=3, seconds=seconds)
-    assert load.service_s(clock()) == pytest.approx(0.3)  # the 10th percentile of six: the least
+    for _ in range(6):
+        finish(load, clock, ahead=0, seconds=0.1)
+    for _ in range(6):
+        finish(load, clock, ahead=4, seconds=0.1 + 4 * 0.05)
+    clock.now_s += 30.0
+    load.in_flight = 40
+    prediction = load.predict(LatencyObjective(latency_ms=2000))
+    assert prediction is not None
+    assert prediction.latency_s == pytest.approx(0.1 + 40 * 0.05)
+    assert prediction.misses
+
+
+def test_a_first_burst_is_bounded_before_any_place_is_measured() -> None:
+    # Only lone calls so far (0.1 s each): a burst gets FREE_PLACES places free, then pays a
+    # service time for each place, so it is refused well before the queue reaches 100.
+    clock = FakeClock()
+    load = ModelLoad(clock)
+    for _ in range(6):
+        finish(load, clock, ahead=0, seconds=0.1)
+    objective = LatencyObjective(latency_ms=2000)  # admitted up to 1.6 s
+    load.in_flight = FREE_PLACES + 15
+    admitted = load.predict(objective)
+    load.in_flight = FREE_PLACES + 16
+    refused = load.predict(objective)
+    assert admitted is not None
+    assert not admitted.misses
+    assert refused is not None
+    assert refused.misses
+
+
+def test_the_first_call_measures_the_service_time() -> None:
+    clock = FakeClock()
+    load = ModelLoad(clock)
+    assert load.service_s(clock()) is None
+    finish(load, clock, ahead=0, seconds=0.2)
+    assert load.service_s(clock()) == pytest.approx(0.2)
+
+
+def test_a_request_that_finds_no_call_out_is_admitted_and_measures_the_model_afresh() -> None:
+    # A service time measured late (5 s, past the 1.6 s limit) would refuse every request, and
+    # with nothing admitted nothing would measure it again. Alone, a request is admitted.
+    clock = FakeClock()
+    load = ModelLoad(clock)
+    objective = LatencyObjective(latency_ms=2000)
+    finish(load, clock, ahead=0, seconds=5.0)
+    load.in_flight = 1
+    assert refusal("m", load, objective) is not None
+    load.in_flight = 0
+    assert refusal("m", load, objective) is None
+    for _ in range(2):
+        finish(load, clock, ahead=0, seconds=0.1)
+    assert load.service_s(clock()) == pytest.approx(0.1)  # the median of 5.0, 0.1, 0.1
+    load.in_flight = 1
+    assert refusal("m", load, objective) is None

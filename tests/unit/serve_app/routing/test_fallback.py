@@ -174,16 +174,28 @@ def test_a_predicted_miss_is_refused_at_once_with_retry_after() -> None:
 
 def test_a_predicted_miss_goes_to_the_fallback_when_there_is_one() -> None:
     clock = Clock()
-    primary = served("big", fallback="small", slo={"latency_ms": 100})
+    # A service time of 0.1 s: within the objective, past the 0.8 of it admission keeps.
+    primary = served("big", fallback="small", slo={"latency_ms": 120})
     fallback_router, events = router(clock)
 
     async def scenario() -> str | None:
         await busy(fallback_router, clock, primary, 5)
+        hold = asyncio.Event()
+
+        async def waiting(served: ServedModel) -> str:
+            await hold.wait()
+            return served.name
 
         async def call(served: ServedModel) -> str:
             return served.name
 
+        # Alone, a call is admitted; the next one finds it out.
+        out = asyncio.create_task(fallback_router.call(primary, waiting))
+        await asyncio.sleep(0)
         _, routed = await fallback_router.call(primary, call)
+        hold.set()
+        _, alone = await out
+        assert alone.fallback_reason is None
         return routed.fallback_reason
 
     assert asyncio.run(scenario()) == "predicted_miss"
