@@ -53,6 +53,12 @@ SMALL_P99_RATIO = 1.5
 BUSY_RATIO = 0.9
 SCALED_PHASE_S = 6.0
 SCALED_GAIN = 1.25
+# Serve's router sometimes spends a whole run putting released rounds on the replica with room
+# (it backs off 25-500 ms while both look full): 21.0-24.0 answers/s in one run of four, 28-36
+# in the others, all with the ingress's limit at 8. A limit stuck at one replica's worth cannot
+# pass about 22/s (20 plus the queue's tail) in any run (measured with the limit forced there:
+# 11.3 answers/s three times), so the phase is tried up to three times.
+SCALED_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -234,9 +240,13 @@ def test_when_the_model_has_two_replicas_each_ingress_lets_out_twice_as_many(
     url = f"{base_url}/v1/embeddings"
     # The ingress reads the new count within about 2 s of traffic.
     asyncio.run(send(url, {BIG_KEY: 2 * CAPACITY_RPS}, 3.0))
-    big = asyncio.run(send(url, {BIG_KEY: 4 * CAPACITY_RPS}, SCALED_PHASE_S))[BIG_KEY]
-    answered = answered_rps(big, SCALED_PHASE_S)
-    print(f"tenant shares, two model replicas: {answered:.1f} answers/s")
+    answered: list[float] = []
     # Every answer takes at least one pass of PASS_S, so with at most BATCH out at once (a limit
     # fixed at one replica's worth) answers cannot pass CAPACITY_RPS.
-    assert answered >= SCALED_GAIN * CAPACITY_RPS, answered
+    while len(answered) < SCALED_ATTEMPTS and (
+        not answered or answered[-1] < SCALED_GAIN * CAPACITY_RPS
+    ):
+        big = asyncio.run(send(url, {BIG_KEY: 4 * CAPACITY_RPS}, SCALED_PHASE_S))[BIG_KEY]
+        answered.append(round(answered_rps(big, SCALED_PHASE_S), 1))
+    print(f"tenant shares, two model replicas: {answered} answers/s")
+    assert answered[-1] >= SCALED_GAIN * CAPACITY_RPS, answered
