@@ -83,13 +83,19 @@ def finish(load: ModelLoad, clock: FakeClock, ahead: int, seconds: float) -> Non
     load.in_flight = 0
 
 
-def test_a_sustained_queue_does_not_shrink_seconds_per_place() -> None:
-    # A model doing 20 calls/s: alone a call takes 0.1 s, with k ahead 0.1 + 0.05 k. Then a
-    # minute of overload in which every call queues behind 20: only queued calls in the window.
+def served_alone(seconds: float) -> tuple[FakeClock, ModelLoad]:
+    """A model load after six lone calls of `seconds` each: its service time."""
     clock = FakeClock()
     load = ModelLoad(clock)
     for _ in range(6):
-        finish(load, clock, ahead=0, seconds=0.1)
+        finish(load, clock, ahead=0, seconds=seconds)
+    return clock, load
+
+
+def test_a_sustained_queue_does_not_shrink_seconds_per_place() -> None:
+    # A model doing 20 calls/s: alone a call takes 0.1 s, with k ahead 0.1 + 0.05 k. Then a
+    # minute of overload in which every call queues behind 20: only queued calls in the window.
+    clock, load = served_alone(0.1)
     for _ in range(600):
         finish(load, clock, ahead=20, seconds=0.1 + 20 * 0.05)
     assert load.service_s(clock()) == pytest.approx(0.1)
@@ -104,10 +110,7 @@ def test_a_sustained_queue_does_not_shrink_seconds_per_place() -> None:
 def test_seconds_per_place_outlive_a_quiet_spell() -> None:
     # Measured under load (0.05 s a place), then 30 s without a call: the window is empty, and
     # a burst is still charged 0.05 s a place rather than nothing.
-    clock = FakeClock()
-    load = ModelLoad(clock)
-    for _ in range(6):
-        finish(load, clock, ahead=0, seconds=0.1)
+    clock, load = served_alone(0.1)
     for _ in range(6):
         finish(load, clock, ahead=4, seconds=0.1 + 4 * 0.05)
     clock.now_s += 30.0
@@ -121,10 +124,7 @@ def test_seconds_per_place_outlive_a_quiet_spell() -> None:
 def test_a_first_burst_is_bounded_before_any_place_is_measured() -> None:
     # Only lone calls so far (0.1 s each): a burst gets FREE_PLACES places free, then pays a
     # service time for each place, so it is refused well before the queue reaches 100.
-    clock = FakeClock()
-    load = ModelLoad(clock)
-    for _ in range(6):
-        finish(load, clock, ahead=0, seconds=0.1)
+    _, load = served_alone(0.1)
     objective = LatencyObjective(latency_ms=2000)  # admitted up to 1.6 s
     load.in_flight = FREE_PLACES + 15
     admitted = load.predict(objective)
