@@ -94,6 +94,27 @@ def predict(
     return Prediction(latency_s, ADMIT_FRACTION * objective_ms / 1000)
 
 
+class KeptMedian:
+    """The median of the window's samples, judged from `min_samples` on; while the window holds
+    fewer (a quiet spell), the last such median, taken at each sample and each read."""
+
+    def __init__(self, min_samples: int) -> None:
+        self._window = ReplicaStats(WINDOW_S, max_samples=512)
+        self._min_samples = min_samples
+        self._last: float | None = None
+
+    def observe(self, value: float, now: float) -> None:
+        self._window.observe(value, 0.0, now)
+        self.median(now)
+
+    def median(self, now: float) -> float | None:
+        """None until `min_samples` have been in the window at once."""
+        median = self._window.latency_s(50, now, self._min_samples)
+        if median is not None:
+            self._last = median
+        return self._last
+
+
 class ModelLoad:
     """One model's calls through this ingress replica: how many are out, and how long they took
     (end to end, for the fallback trigger and the service time, and per place ahead)."""
@@ -102,10 +123,9 @@ class ModelLoad:
         self._clock = clock
         self.in_flight = 0
         self.latency = ReplicaStats(WINDOW_S, max_samples=512)
-        self.unqueued = ReplicaStats(WINDOW_S, max_samples=512)
-        self.per_place = ReplicaStats(WINDOW_S, max_samples=512)
-        self._last_service_s: float | None = None
-        self._last_per_place_s: float | None = None
+        # The service time: a model's first call always goes alone, so one sample is enough.
+        self.unqueued = KeptMedian(min_samples=1)
+        self.per_place = KeptMedian(MIN_SAMPLES)
 
     async def timed(self, call: Awaitable[T], per_place: bool = True) -> T:
         """`call`, counted and timed. `per_place`: also keep its seconds per place ahead (a
@@ -125,27 +145,20 @@ class ModelLoad:
         if ahead:
             service_s = self.service_s(now)
             if service_s is not None:
-                self.per_place.observe(max(0.0, latency_s - service_s) / ahead, 0.0, now)
-                self.seconds_per_place(now)  # kept for after a quiet spell
+                self.per_place.observe(max(0.0, latency_s - service_s) / ahead, now)
         else:
-            self.unqueued.observe(latency_s, 0.0, now)
+            self.unqueued.observe(latency_s, now)
         return result
 
     def service_s(self, now: float) -> float | None:
         """The median latency of recent calls that went alone; the last such median while
         every call queues; None before the first call has ended."""
-        alone_s = self.unqueued.latency_s(50, now, 1)
-        if alone_s is not None:
-            self._last_service_s = alone_s
-        return self._last_service_s
+        return self.unqueued.median(now)
 
     def seconds_per_place(self, now: float) -> float | None:
         """The median of the window; the last such median while the window holds too few; None
         until one has been measured."""
-        median_s = self.per_place.latency_s(50, now, MIN_SAMPLES)
-        if median_s is not None:
-            self._last_per_place_s = median_s
-        return self._last_per_place_s
+        return self.per_place.median(now)
 
     def latency_s(self, percentile: int) -> float | None:
         return self.latency.latency_s(percentile, self._clock(), MIN_SAMPLES)
