@@ -8,6 +8,13 @@ the batches, the knobs come from ``user_config`` (live through
 reported through ``record_autoscaling_stats``. ``autoscaling.simulator.service_model``
 predicts its capacity from the same numbers.
 
+By default batches form as ``@serve.batch`` forms them, which is what the simulator models:
+each batch closes when its wait ends and queues for the accelerator, so a backlog does not
+grow passes. ``merge_passes: true`` batches as the model replicas do instead
+(``deployments.batching.passes.ForwardMerger``): the batches that queue behind a running pass
+join the next one, up to ``max_batch_size``. Tests of what the ingress does in front of a model
+(admission) use that, so that their model's throughput does not hinge on how its calls arrive.
+
 Requests: ``handle.infer.remote(payload)`` or any HTTP request to the route. It also answers
 the embedding contract (``embed``, ``describe``), one batch item per text, so the real ingress
 can front it as an embedding model (admission and overload tests). ``load_s`` stands for
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,7 +35,7 @@ from ray import serve
 from starlette.requests import Request
 
 from autoscaling.replica_stats import ReplicaStats, Timed
-from deployments.batching.passes import BatchSettings
+from deployments.batching.passes import BatchSettings, ForwardMerger
 from deployments.contract import EmbeddingBatch
 from deployments.replica.observation import BatchRecord
 
@@ -41,6 +49,9 @@ class SimulatedSettings(BaseModel):
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=10.0)
     service_a_s: float = Field(default=0.02, ge=0.0, description="fixed cost of one pass")
     service_b_s: float = Field(default=0.005, ge=0.0, description="cost per batch item")
+    merge_passes: bool = Field(
+        default=False, description="batches waiting behind a running pass join the next one"
+    )
 
     def service_time_s(self, batch_size: int) -> float:
         return self.service_a_s + self.service_b_s * batch_size
@@ -62,13 +73,21 @@ class SimulatedAccelerator:
         self._settings = SimulatedSettings()
         self._stats = ReplicaStats(window_s=stats_window_s)
         self._batches = BatchRecord()
+        # One thread: the accelerator runs one pass at a time, whether merged or not.
+        self._merger: ForwardMerger[str, dict[str, Any]] = ForwardMerger(
+            ThreadPoolExecutor(max_workers=1),
+            self._merged_pass,
+            self._stats.observe_batch,
+            time.monotonic,
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._settings = SimulatedSettings.model_validate(user_config or {})
         self._settings.batching().apply_to(self._infer_batch)
+        self._settings.batching().apply_to(self._merged_batch)
 
     async def infer(self, payload: str = "") -> dict[str, Any]:
-        return await self._infer_batch(Timed(payload, time.monotonic()))
+        return await self._batch(Timed(payload, time.monotonic()))
 
     async def __call__(self, request: Request) -> dict[str, Any]:
         body = await request.body()
@@ -77,13 +96,18 @@ class SimulatedAccelerator:
     async def embed(self, texts: list[str]) -> EmbeddingBatch:
         """One batch item per text; every vector is the same unit vector."""
         now = time.monotonic()
-        await asyncio.gather(*(self._infer_batch(Timed(text, now)) for text in texts))
+        await asyncio.gather(*(self._batch(Timed(text, now)) for text in texts))
         return EmbeddingBatch(
             vectors=np.full((len(texts), 4), 0.5, dtype=np.float32), token_counts=[1] * len(texts)
         )
 
     def describe(self) -> dict[str, object]:
         return {"task": "embedding", "simulated": self._settings.model_dump()}
+
+    async def _batch(self, item: Timed[str]) -> dict[str, Any]:
+        if self._settings.merge_passes:
+            return await self._merged_batch(item)
+        return await self._infer_batch(item)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _infer_batch(self, items: list[Timed[str]]) -> list[dict[str, Any]]:
@@ -92,6 +116,17 @@ class SimulatedAccelerator:
         self._stats.observe_batch([i.enqueued_at for i in items], started_at, time.monotonic())
         self._batches.add(len(items))
         return [{"batch_size": len(items), "payload": item.item} for item in items]
+
+    # As the model replicas: batches hand over at once, to queue in the merger, not in Serve.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01, max_concurrent_batches=64)
+    async def _merged_batch(self, items: list[Timed[str]]) -> list[dict[str, Any]]:
+        return await self._merger.submit(items, self._settings.max_batch_size)
+
+    def _merged_pass(self, payloads: list[str]) -> list[dict[str, Any]]:
+        """One merged pass, on the merger's thread (the merger records it in the stats)."""
+        time.sleep(self._settings.service_time_s(len(payloads)))
+        self._batches.add(len(payloads))
+        return [{"batch_size": len(payloads), "payload": payload} for payload in payloads]
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         return self._stats.snapshot(time.monotonic())

@@ -40,6 +40,10 @@ SIMULATED = {
     "batch_wait_timeout_s": 0.005,
     "service_a_s": 0.08,
     "service_b_s": 0.02,
+    # Batches that wait behind a pass join the next, as in the embedding replicas. With Serve's
+    # own batching the admitted requests, arriving one by one, made passes of 1-2 inputs whatever
+    # admission did (answers at 0.79-0.97 of the closed loop's rate, measured beside it).
+    "merge_passes": True,
 }
 CAPACITY_S = 4.0
 RUN_S = 7.0
@@ -49,8 +53,8 @@ DRAIN_S = 6.0  # sim-plain's backlog after 2x, before its 5x run
 # the 5x run for 30 s cost the suite time and changed no figure but that p99 (then capped).
 REQUEST_TIMEOUT_S = 10.0
 # The objective's target: goodput >= 0.9 of the capacity (16 clients, closed loop, same run).
-# With the estimate as it is, measured 0.99-1.16 alone and 1.07-1.08 in full-suite runs; today's
-# queue keeps 0.0-0.41, and admission must beat it by half again.
+# Measured 1.02-1.16 alone (first runs; 8 coalesced calls out, merged passes); today's queue
+# keeps 0.0-0.51, and admission must beat it by half again.
 MIN_GOODPUT_RATIO = 0.9
 # An admission run that misses any check is run again, up to ATTEMPTS in all, each retry after
 # measuring the capacity afresh, and the test asks one run to hold every check. On shared cores

@@ -93,10 +93,13 @@ def test_large_requests_bypass_the_bound_to_the_models_own_queue() -> None:
 
 
 def test_below_the_bound_every_small_request_is_gathered() -> None:
+    first_round = [1] + [GATHER_INPUTS] * (MAX_IN_FLIGHT_PER_MODEL - 1)
+    requests = sum(first_round) + MAX_INPUTS_PER_CALL + 7
+
     async def run() -> BlockedHandle:
         coalescer = EmbeddingCoalescer()
         handle = BlockedHandle()
-        tasks = [asyncio.create_task(coalescer.send(handle, ["a"])) for _ in range(100)]
+        tasks = [asyncio.create_task(coalescer.send(handle, ["a"])) for _ in range(requests)]
         for _ in range(50):
             await asyncio.sleep(0)
         handle.release.set()
@@ -108,9 +111,7 @@ def test_below_the_bound_every_small_request_is_gathered() -> None:
     # the free slots in groups of GATHER_INPUTS; the rest leave in calls of at most
     # MAX_INPUTS_PER_CALL inputs as slots free up.
     sizes = [len(call) for call in handle.calls]
-    first_round = [1] + [GATHER_INPUTS] * (MAX_IN_FLIGHT_PER_MODEL - 1)
-    rest = 100 - sum(first_round)
-    assert sizes == [*first_round, MAX_INPUTS_PER_CALL, rest - MAX_INPUTS_PER_CALL]
+    assert sizes == [*first_round, MAX_INPUTS_PER_CALL, 7]
 
 
 class StepHandle:
