@@ -11,13 +11,17 @@ from ray import serve
 
 from serve_app.api import build_api
 from serve_app.config import AppArgs
-from serve_app.embedding.coalescer import EmbeddingCoalescer
+from serve_app.embedding.coalescer import EmbeddingCoalescer, calls_by_replicas
 from serve_app.gateway.haproxy_wrapper import BINARY_ENV, is_wrapper
 from serve_app.metrics import IngressMetrics
 from serve_app.objective import check_deployed_policies
 from serve_app.routing.backends import HandleBackend
 from serve_app.routing.registry import ModelRegistry, ServedModel
-from serve_app.routing.replica_counts import ServeReplicaCounts, serve_details
+from serve_app.routing.replica_counts import (
+    RecentReplicaCounts,
+    ServeReplicaCounts,
+    serve_details,
+)
 
 logger = logging.getLogger("ray.serve")
 
@@ -30,7 +34,14 @@ class Ingress:
     def __init__(self, args: AppArgs, handles: dict[str, Any]) -> None:
         _check_policies(args)
         self._args = args
-        coalescer = EmbeddingCoalescer()
+        self._model_replica_counts = ServeReplicaCounts(serve.get_replica_context().app_name)
+        deployments = sorted({spec.deployment_name for spec in args.models})
+        coalescer = EmbeddingCoalescer(
+            calls_by_replicas(
+                RecentReplicaCounts(self._model_replica_counts, deployments),
+                _ingress_replica_count,
+            )
+        )
         self._registry = ModelRegistry(
             ServedModel(spec=spec, backend=HandleBackend(handles[spec.name], spec.name, coalescer))
             for spec in args.models
@@ -44,7 +55,7 @@ class Ingress:
             echo_request_id=False,  # Serve's proxy (or HAProxy) already echoes x-request-id
             replica_count=_ingress_replica_count,
             behind_haproxy=_behind_our_haproxy(),
-            model_replica_counts=ServeReplicaCounts(serve.get_replica_context().app_name),
+            model_replica_counts=self._model_replica_counts,
         )
 
 

@@ -5,14 +5,16 @@ replica's request bookkeeping), as much as embedding one sentence on a CPU. Gath
 requests that arrive together into one call per model pays that once for the group. The model
 replica still batches across calls with its own `@serve.batch`.
 
-Batching here is "whatever arrived while the calls were busy": up to `max_in_flight` calls per
-model are out at once; a request that finds them all busy waits, and when one returns, everything
-waiting leaves as the next call. A request that finds no call out leaves at once, so a lone
-request never waits on a timer. While calls are out, a group leaves a free slot only once it
-holds `gather_inputs` inputs or its first caller has waited `gather_window_s`: when a pass ends,
-its clients' next requests arrive spread over a few milliseconds, and sending the first ones
-alone made 1-input passes, each costing the CPU of three inputs in a full pass (measured at 32
-clients: a third of the passes held one input; with the window, +15% requests/s).
+Batching here is "whatever arrived while the calls were busy": up to a limit of calls per model
+are out at once (`CALLS_PER_MODEL_REPLICA` for each of the model's running replicas, this ingress
+replica's share of it: `calls_by_replicas`); a request that finds them all busy waits, and when
+one returns, everything waiting leaves as the next call. A request that finds no call out leaves
+at once, so a lone request never waits on a timer. While calls are out, a group leaves a free
+slot only once it holds `gather_inputs` inputs or its first caller has waited `gather_window_s`:
+when a pass ends, its clients' next requests arrive spread over a few milliseconds, and sending
+the first ones alone made 1-input passes, each costing the CPU of three inputs in a full pass
+(measured at 32 clients: a third of the passes held one input; with the window, +15%
+requests/s).
 (`@serve.batch` does not fit here: Ray 2.60 closes a batch when its wait ends, before a
 concurrency slot is free, so under steady arrivals it queues one-request batches behind the
 slots and never gathers; measured: open-loop throughput fell to ~95 req/s with 1 s p50.)
@@ -21,6 +23,8 @@ slots and never gathers; measured: open-loop throughput fell to ~95 req/s with 1
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,15 +32,17 @@ import numpy as np
 
 from deployments.batching.gather import GatherQueue, Waiting, call_gathered
 from deployments.contract import EmbeddingBatch
+from serve_app.routing.replica_counts import RecentReplicaCounts, replica_share
 
 # Requests with more inputs than this go straight to the model: they already amortise the call.
 MAX_COALESCED_INPUTS = 8
 MAX_INPUTS_PER_CALL = 64
-# Calls out at once per model. A call holds its slot until all its inputs are done, and with 4
-# the replica's two pass slots ran dry between calls while requests waited here. 8 against 4,
-# two alternating rounds each on 2 cores: 92.5-92.6 against 81.5-82.8 requests/s at 8 clients,
-# 142-150 against 117-122 at 32, service CPU per request 13.0-19.4 ms against 15.8-21.9.
-MAX_IN_FLIGHT_PER_MODEL = 8
+# Calls out at once for each running replica of a model. A call holds its slot until all its
+# inputs are done, and with 4 the replica's two pass slots ran dry between calls while requests
+# waited here. 8 against 4 on one replica, alternating rounds on 2 cores (requests/s): 8 clients
+# 92.5-114 against 81.5-102, 32 clients 142-168 against 117-142, 128 clients 196-206 against
+# 138-163, with less CPU per request. A fixed 8 would give each of four replicas two.
+CALLS_PER_MODEL_REPLICA = 8
 # While calls are out, a group waits this long for this many inputs before taking a free slot
 # (tried at 32 clients: 4 or 16 inputs did worse than 8; 3 and 5 ms did alike).
 GATHER_WINDOW_S = 0.003
@@ -60,18 +66,19 @@ class CoalescerFull(Exception):
 
 @dataclass(frozen=True)
 class _Limits:
-    max_in_flight: int
     max_inputs: int
     gather_window_s: float
     gather_inputs: int
 
 
 class _Lane:
-    """The calls to one model's handle: at most `max_in_flight` out, the rest gathered."""
+    """The calls to one model's handle: at most `max_in_flight()` out (read at each pump, so a new
+    limit applies from the next call), the rest gathered."""
 
-    def __init__(self, handle: Any, limits: _Limits) -> None:
+    def __init__(self, handle: Any, limits: _Limits, max_in_flight: Callable[[], int]) -> None:
         self._handle = handle
         self._limits = limits
+        self._max_in_flight = max_in_flight
         self._waiting: GatherQueue[str, EmbeddingBatch] = GatherQueue()
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -88,7 +95,8 @@ class _Lane:
         return 0.0 if since is None else asyncio.get_running_loop().time() - since
 
     def _pump(self) -> None:
-        while self._in_flight < self._limits.max_in_flight and self._waiting:
+        max_in_flight = self._max_in_flight()
+        while self._in_flight < max_in_flight and self._waiting:
             if self._in_flight and not self._gathered():
                 self._pump_later()
                 return
@@ -138,7 +146,7 @@ class EmbeddingCoalescer:
 
     def __init__(
         self,
-        max_in_flight_per_model: int = MAX_IN_FLIGHT_PER_MODEL,
+        max_in_flight: Callable[[Any], int] = lambda handle: CALLS_PER_MODEL_REPLICA,
         max_inputs_per_call: int = MAX_INPUTS_PER_CALL,
         max_callers: int = MAX_COALESCED_CALLERS,
         max_wait_s: float = MAX_QUEUE_WAIT_S,
@@ -146,9 +154,8 @@ class EmbeddingCoalescer:
         gather_inputs: int = GATHER_INPUTS,
     ) -> None:
         self._max_wait_s = max_wait_s
-        self._limits = _Limits(
-            max_in_flight_per_model, max_inputs_per_call, gather_window_s, gather_inputs
-        )
+        self._max_in_flight = max_in_flight  # calls out at once, by model handle
+        self._limits = _Limits(max_inputs_per_call, gather_window_s, gather_inputs)
         self._max_callers = max_callers
         self._lanes: dict[int, _Lane] = {}
         self._callers = 0  # waiting for, or riding in, a gathered call
@@ -162,7 +169,9 @@ class EmbeddingCoalescer:
             raise CoalescerFull(f"{self._callers} small requests already wait for this model")
         lane = self._lanes.get(id(handle))
         if lane is None:
-            lane = self._lanes[id(handle)] = _Lane(handle, self._limits)
+            lane = self._lanes[id(handle)] = _Lane(
+                handle, self._limits, functools.partial(self._max_in_flight, handle)
+            )
         if lane.oldest_wait_s() > self._max_wait_s:
             raise CoalescerFull(f"small requests have waited {lane.oldest_wait_s():.1f} s")
         self._callers += 1
@@ -170,3 +179,16 @@ class EmbeddingCoalescer:
             return await lane.submit(texts)
         finally:
             self._callers -= 1
+
+
+def calls_by_replicas(
+    counts: RecentReplicaCounts, ingress_replicas: Callable[[], int]
+) -> Callable[[Any], int]:
+    """Calls out at once to a model's handle: this ingress replica's share of
+    `CALLS_PER_MODEL_REPLICA` for each running replica of its deployment, as last read."""
+
+    def max_in_flight(handle: Any) -> int:
+        replicas = counts.running(handle.deployment_name)
+        return replica_share(CALLS_PER_MODEL_REPLICA, replicas, ingress_replicas())
+
+    return max_in_flight

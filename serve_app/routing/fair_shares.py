@@ -15,13 +15,13 @@ model's batch) until its last token.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 
 from serve_app.errors import RateLimited, retry_after_header
 from serve_app.gateway.config import TenantsConfig
 from serve_app.gateway.fair_queue import FairQueue, QueueFull
 from serve_app.gateway.tenants import Tenants
+from serve_app.routing.replica_counts import replica_share
 
 TENANT_SHARE = "tenant_share"
 RETRY_AFTER_S = 1.0
@@ -64,10 +64,7 @@ def in_flight_limit(
     replica of the model."""
     if config.max_in_flight_per_model is not None:
         return config.max_in_flight_per_model
-    # Unknown, or at zero (the first call starts a replica): as for one replica.
-    replicas = max(1, model_replicas() or 0)
-    share = config.max_in_flight_per_replica * replicas / max(1, ingress_replicas())
-    return max(1, math.ceil(share))
+    return replica_share(config.max_in_flight_per_replica, model_replicas(), ingress_replicas())
 
 
 class ModelGate:

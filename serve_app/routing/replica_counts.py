@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -161,3 +162,11 @@ class RecentReplicaCounts:
             logger.exception("reading replica counts failed")
         finally:
             self._read_s, self._reading = self._clock(), None
+
+
+def replica_share(per_model_replica: int, model_replicas: int | None, ingress_replicas: int) -> int:
+    """One ingress replica's part of `per_model_replica` for each running replica of a model
+    (several ingress replicas together send what one would), at least 1. A count that is unknown,
+    or zero (the first call starts a replica), counts as one replica."""
+    replicas = max(1, model_replicas or 0)
+    return max(1, math.ceil(per_model_replica * replicas / max(1, ingress_replicas)))

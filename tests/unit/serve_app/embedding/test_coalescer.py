@@ -15,16 +15,19 @@ import pytest
 
 from deployments.contract import EmbeddingBatch
 from serve_app.embedding.coalescer import (
+    CALLS_PER_MODEL_REPLICA,
     GATHER_INPUTS,
     MAX_COALESCED_CALLERS,
     MAX_COALESCED_INPUTS,
-    MAX_IN_FLIGHT_PER_MODEL,
     MAX_INPUTS_PER_CALL,
     CoalescerFull,
     EmbeddingCoalescer,
+    calls_by_replicas,
 )
 from serve_app.errors import Overloaded
 from serve_app.routing.backends import HandleBackend
+from serve_app.routing.replica_counts import RecentReplicaCounts, ReplicaCount
+from tests.support.fakes import FakeReplicaCounts
 
 
 class _Method:
@@ -93,7 +96,7 @@ def test_large_requests_bypass_the_bound_to_the_models_own_queue() -> None:
 
 
 def test_below_the_bound_every_small_request_is_gathered() -> None:
-    first_round = [1] + [GATHER_INPUTS] * (MAX_IN_FLIGHT_PER_MODEL - 1)
+    first_round = [1] + [GATHER_INPUTS] * (CALLS_PER_MODEL_REPLICA - 1)
     requests = sum(first_round) + MAX_INPUTS_PER_CALL + 7
 
     async def run() -> BlockedHandle:
@@ -144,7 +147,7 @@ async def _settle() -> None:
 
 def test_a_lone_request_leaves_at_once_and_answers_map_back_to_their_callers() -> None:
     async def run() -> None:
-        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: 1)
         handle = StepHandle()
         first = asyncio.create_task(coalescer.send(handle, ["one"]))
         await _settle()
@@ -166,7 +169,7 @@ def test_a_lone_request_leaves_at_once_and_answers_map_back_to_their_callers() -
 
 def test_a_failed_call_fails_only_its_own_callers() -> None:
     async def run() -> None:
-        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: 1)
         handle = StepHandle()
         first = asyncio.create_task(coalescer.send(handle, ["x"]))
         await _settle()
@@ -189,7 +192,7 @@ def test_a_failed_call_fails_only_its_own_callers() -> None:
 
 def test_a_caller_that_left_is_not_sent() -> None:
     async def run() -> None:
-        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: 1)
         handle = StepHandle()
         first = asyncio.create_task(coalescer.send(handle, ["x"]))
         await _settle()
@@ -210,7 +213,7 @@ def test_a_caller_that_left_is_not_sent() -> None:
 
 def test_large_requests_go_straight_to_the_model() -> None:
     async def run() -> None:
-        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1)
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: 1)
         handle = StepHandle()
         small = asyncio.create_task(coalescer.send(handle, ["x"]))
         big = asyncio.create_task(coalescer.send(handle, ["t"] * 9))
@@ -233,7 +236,7 @@ def test_a_refusal_reaches_the_api_as_overloaded_with_retry_after() -> None:
 
 def test_a_small_request_is_refused_once_the_queue_has_waited_too_long() -> None:
     async def run() -> list[EmbeddingBatch]:
-        coalescer = EmbeddingCoalescer(max_in_flight_per_model=1, max_wait_s=0.05)
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: 1, max_wait_s=0.05)
         handle = BlockedHandle()
         riding = asyncio.create_task(coalescer.send(handle, ["a"]))
         await _settle()
@@ -251,7 +254,7 @@ def test_a_small_request_is_refused_once_the_queue_has_waited_too_long() -> None
 
 def test_while_a_call_is_out_a_small_group_waits_out_the_gather_window() -> None:
     async def run() -> None:
-        coalescer = EmbeddingCoalescer(max_in_flight_per_model=2, gather_window_s=0.2)
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: 2, gather_window_s=0.2)
         handle = StepHandle()
         loop = asyncio.get_running_loop()
         first = asyncio.create_task(coalescer.send(handle, ["one"]))
@@ -277,7 +280,7 @@ def test_while_a_call_is_out_a_small_group_waits_out_the_gather_window() -> None
 def test_a_group_with_enough_inputs_takes_a_free_slot_at_once() -> None:
     async def run() -> None:
         coalescer = EmbeddingCoalescer(
-            max_in_flight_per_model=2, gather_window_s=60, gather_inputs=3
+            max_in_flight=lambda _: 2, gather_window_s=60, gather_inputs=3
         )
         handle = StepHandle()
         first = asyncio.create_task(coalescer.send(handle, ["one"]))
@@ -297,7 +300,7 @@ def test_a_group_with_enough_inputs_takes_a_free_slot_at_once() -> None:
 
 def test_when_the_last_call_returns_a_gathering_group_leaves_at_once() -> None:
     async def run() -> None:
-        coalescer = EmbeddingCoalescer(max_in_flight_per_model=2, gather_window_s=60)
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: 2, gather_window_s=60)
         handle = StepHandle()
         first = asyncio.create_task(coalescer.send(handle, ["one"]))
         await _settle()
@@ -312,3 +315,53 @@ def test_when_the_last_call_returns_a_gathering_group_leaves_at_once() -> None:
         assert (await waiting).token_counts == [3]
 
     asyncio.run(run())
+
+
+def test_a_limit_that_grows_lets_the_waiting_callers_out_at_the_next_call() -> None:
+    async def run() -> None:
+        limit = [1]
+        coalescer = EmbeddingCoalescer(max_in_flight=lambda _: limit[0], gather_window_s=0)
+        handle = StepHandle()
+        first = asyncio.create_task(coalescer.send(handle, ["one"]))
+        second = asyncio.create_task(coalescer.send(handle, ["two"]))
+        await _settle()
+        assert handle.calls == [["one"]]  # one call out: "two" waits
+        limit[0] = 2  # the model scaled up
+        third = asyncio.create_task(coalescer.send(handle, ["three"]))
+        await _settle()
+        assert handle.calls == [["one"], ["two", "three"]]
+        for release in handle.releases:
+            release.set()
+        await asyncio.gather(first, second, third)
+
+    asyncio.run(run())
+
+
+class NamedHandle(StepHandle):
+    deployment_name = "emb"
+
+
+@pytest.mark.parametrize(
+    ("running", "ingress_replicas", "expected"),
+    [
+        (None, 1, CALLS_PER_MODEL_REPLICA),  # not read yet: as one replica
+        (1, 1, CALLS_PER_MODEL_REPLICA),
+        (3, 1, 3 * CALLS_PER_MODEL_REPLICA),
+        (3, 2, -(-3 * CALLS_PER_MODEL_REPLICA // 2)),  # two ingress replicas share them
+        (0, 1, CALLS_PER_MODEL_REPLICA),  # at zero: the first call starts one
+    ],
+)
+def test_calls_out_follow_the_models_running_replicas(
+    running: int | None, ingress_replicas: int, expected: int
+) -> None:
+    async def run() -> int:
+        counts: dict[str, ReplicaCount | None] = {"emb": None}
+        if running is not None:
+            counts["emb"] = ReplicaCount(running=running, starting=0)
+        recent = RecentReplicaCounts(FakeReplicaCounts(counts), ["emb"])
+        max_in_flight = calls_by_replicas(recent, lambda: ingress_replicas)
+        max_in_flight(NamedHandle())  # the first read starts in the background
+        await asyncio.sleep(0.05)
+        return max_in_flight(NamedHandle())
+
+    assert asyncio.run(run()) == expected
