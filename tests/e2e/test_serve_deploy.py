@@ -142,9 +142,11 @@ def test_serve_deploy_runs_and_reconfigures_live(cluster: RayCluster, tmp_path: 
     assert batching.get("max_batch_size") == 8
     assert len(load.statuses) > 20
     assert set(load.statuses) == {200}, Counter(load.statuses)  # nothing failed or was dropped
-    [after] = model_replicas(cluster)
-    assert after["replica_id"] == before["replica_id"]  # reconfigured in place, not restarted
-    assert after["pid"] == before["pid"]
+    # Reconfigured in place, not restarted. The load may also have scaled the model up (its
+    # policy holds a p99 of 250 ms; a full suite on 2 cores once saw a second replica here).
+    after = {replica["replica_id"]: replica for replica in model_replicas(cluster)}
+    assert before["replica_id"] in after, after
+    assert after[before["replica_id"]]["pid"] == before["pid"]
     assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
 
 

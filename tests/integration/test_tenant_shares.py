@@ -51,6 +51,11 @@ PHASE_S = 10.0
 BIG_KEY, SMALL_KEY = "sk-big-tenant", "sk-small-tenant"
 SMALL_P99_RATIO = 1.5
 BUSY_RATIO = 0.9
+# The small tenant's p99 is the slowest of its 20 answers, so one answer held up by other work on
+# the shared cores misses the ratio (a full suite measured 0.674 s beside the big tenant against
+# 0.438 s alone; alone right after, 0.415 against 0.415 and 0.44 against 0.442). The three
+# phases are run again once then; a queue that lets the big tenant ahead misses every time.
+SMALL_ATTEMPTS = 2
 SCALED_PHASE_S = 6.0
 SCALED_GAIN = 1.25
 # Serve's router sometimes spends a whole run putting released rounds on the replica with room
@@ -192,24 +197,29 @@ def test_a_small_tenant_keeps_its_latency_next_to_one_five_times_over_capacity(
     assert {a.status for a in warm} == {200}, warm
     small_rps, big_rps = 0.1 * CAPACITY_RPS, 5 * CAPACITY_RPS
 
-    alone = asyncio.run(send(url, {SMALL_KEY: small_rps}, PHASE_S))[SMALL_KEY]
-    big_alone = asyncio.run(send(url, {BIG_KEY: big_rps}, PHASE_S))[BIG_KEY]
-    both = asyncio.run(send(url, {SMALL_KEY: small_rps, BIG_KEY: big_rps}, PHASE_S))
+    reports: list[dict[str, Any]] = []
+    while True:
+        alone = asyncio.run(send(url, {SMALL_KEY: small_rps}, PHASE_S))[SMALL_KEY]
+        big_alone = asyncio.run(send(url, {BIG_KEY: big_rps}, PHASE_S))[BIG_KEY]
+        both = asyncio.run(send(url, {SMALL_KEY: small_rps, BIG_KEY: big_rps}, PHASE_S))
 
-    capacity_rps = answered_rps(big_alone, PHASE_S)
-    small, big = both[SMALL_KEY], both[BIG_KEY]
-    busy_rps = answered_rps(small, PHASE_S) + answered_rps(big, PHASE_S)
-    refused = [a for a in big if a.status != 200]
-    report: dict[str, Any] = {
-        "small_p99_alone_s": round(p99(alone), 3),
-        "small_p99_beside_big_s": round(p99(small), 3),
-        "capacity_rps_designed": CAPACITY_RPS,
-        "capacity_rps_measured": round(capacity_rps, 1),
-        "answered_rps_both": round(busy_rps, 1),
-        "big_refused": len(refused),
-        "big_refusal_p99_s": round(p99(refused), 3) if refused else None,
-    }
-    print("tenant shares:", report)
+        capacity_rps = answered_rps(big_alone, PHASE_S)
+        small, big = both[SMALL_KEY], both[BIG_KEY]
+        busy_rps = answered_rps(small, PHASE_S) + answered_rps(big, PHASE_S)
+        refused = [a for a in big if a.status != 200]
+        report: dict[str, Any] = {
+            "small_p99_alone_s": round(p99(alone), 3),
+            "small_p99_beside_big_s": round(p99(small), 3),
+            "capacity_rps_designed": CAPACITY_RPS,
+            "capacity_rps_measured": round(capacity_rps, 1),
+            "answered_rps_both": round(busy_rps, 1),
+            "big_refused": len(refused),
+            "big_refusal_p99_s": round(p99(refused), 3) if refused else None,
+        }
+        reports.append(report)
+        if p99(small) <= SMALL_P99_RATIO * p99(alone) or len(reports) == SMALL_ATTEMPTS:
+            break
+    print("tenant shares:", reports)
 
     assert {a.status for a in alone} == {200}
     assert {a.status for a in small} == {200}, f"the small tenant saw errors: {report}"
