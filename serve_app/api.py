@@ -44,10 +44,13 @@ def build_api(
     environ: dict[str, str] | None = None,
     behind_haproxy: bool = False,
     model_replica_counts: ReplicaCounts | None = None,
+    recent_replica_counts: RecentReplicaCounts | None = None,
 ) -> FastAPI:
     """The app; the ingress passes Ray's metrics, replica count, proxy mode and the models'
     replica counts, tests pass nothing (`behind_haproxy`: client addresses come from the header
-    our HAProxy sets; without `model_replica_counts` every model is asked for its card)."""
+    our HAProxy sets; without `model_replica_counts` every model is asked for its card). The
+    tenant limits follow `recent_replica_counts`, the background reader the ingress's coalescer
+    already keeps (one reader, so the controller is not asked twice for the same counts)."""
     api = FastAPI(
         title="serve-inference",
         description="OpenAI-compatible inference API for Hugging Face models on Ray Serve.",
@@ -111,7 +114,7 @@ def build_api(
         FairShares(
             tenants,
             gateway.tenants,
-            _running_replicas(registry, model_replica_counts),
+            _running_replicas(registry, recent_replica_counts),
             ingress_replicas=replica_count,
         )
         if tenants is not None
@@ -131,13 +134,12 @@ def build_api(
 
 
 def _running_replicas(
-    registry: ModelRegistry, counts: ReplicaCounts | None
+    registry: ModelRegistry, recent: RecentReplicaCounts | None
 ) -> Callable[[str], int | None]:
     """Each model's running replicas by model name, as last read (None while unknown)."""
-    if counts is None:
+    if recent is None:
         return lambda model: None
     deployments = {model.name: model.spec.deployment_name for model in registry.all()}
-    recent = RecentReplicaCounts(counts, sorted(set(deployments.values())))
     return lambda model: recent.running(deployments[model])
 
 

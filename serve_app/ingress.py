@@ -35,12 +35,12 @@ class Ingress:
         _check_policies(args)
         self._args = args
         self._model_replica_counts = ServeReplicaCounts(serve.get_replica_context().app_name)
-        deployments = sorted({spec.deployment_name for spec in args.models})
+        # One background reader of the counts for the coalescer and the tenant limits.
+        self._recent_replica_counts = RecentReplicaCounts(
+            self._model_replica_counts, sorted({spec.deployment_name for spec in args.models})
+        )
         coalescer = EmbeddingCoalescer(
-            calls_by_replicas(
-                RecentReplicaCounts(self._model_replica_counts, deployments),
-                _ingress_replica_count,
-            )
+            calls_by_replicas(self._recent_replica_counts, _ingress_replica_count)
         )
         self._registry = ModelRegistry(
             ServedModel(spec=spec, backend=HandleBackend(handles[spec.name], spec.name, coalescer))
@@ -56,6 +56,7 @@ class Ingress:
             replica_count=_ingress_replica_count,
             behind_haproxy=_behind_our_haproxy(),
             model_replica_counts=self._model_replica_counts,
+            recent_replica_counts=self._recent_replica_counts,
         )
 
 

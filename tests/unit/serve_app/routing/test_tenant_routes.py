@@ -17,7 +17,7 @@ from serve_app.api import build_api
 from serve_app.config import AppArgs
 from serve_app.metrics import IngressMetrics
 from serve_app.routing.registry import ModelRegistry, ServedModel
-from serve_app.routing.replica_counts import ReplicaCount
+from serve_app.routing.replica_counts import RecentReplicaCounts, ReplicaCount
 from tests.support.fakes import FakeEmbeddingBackend, FakeGenerationBackend, FakeReplicaCounts
 
 MODEL = "minilm"
@@ -261,6 +261,7 @@ def test_a_model_with_more_replicas_gets_more_calls_out_at_once(tmp_path: Path) 
         args,
         environ={},
         model_replica_counts=counts,
+        recent_replica_counts=RecentReplicaCounts(counts, [args.models[0].deployment_name]),
     )
 
     async def scenario() -> list[int]:
