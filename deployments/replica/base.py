@@ -24,7 +24,8 @@ from deployments.replica.observation import BatchObserver
 
 # torch's OpenMP threads spin while they wait; on cores shared with the ingress and Ray that
 # spinning steals the CPU the other processes need. Passive waiting keeps the threads useful.
-# It must be in the environment before torch loads, hence the replica's runtime_env.
+# It must be in the environment before torch loads, hence the replica's runtime_env. (Generation
+# replicas go without it: deployments/generation/deployment.py says why.)
 MODEL_RUNTIME_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
 
 # Forward passes are long and batch-friendly; the event loops that move requests (this replica's,
