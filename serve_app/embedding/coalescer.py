@@ -47,12 +47,14 @@ CALLS_PER_MODEL_REPLICA = 8
 # (tried at 32 clients: 4 or 16 inputs did worse than 8; 3 and 5 ms did alike).
 GATHER_WINDOW_S = 0.003
 GATHER_INPUTS = 8
-# Callers the coalescer holds (waiting or riding a call): four full calls, about a second of
-# work for a CPU replica. Past this, small requests are refused at once (503 + Retry-After).
-# Sending them on one call each instead (as an earlier version did) spent the CPU on per-call
-# overhead just when the model was behind: measured in an open loop at 1.25x capacity, answers
-# fell to under half of capacity and the queue grew past 30 s, with no 503 at all.
-MAX_COALESCED_CALLERS = 4 * MAX_INPUTS_PER_CALL
+# Callers a model's lane holds (waiting or riding a call) for each call it may have out: with one
+# replica's 8 calls, 256 callers, four full calls, about a second of work for a CPU replica; the
+# bound grows with the model's replicas as the calls do. Past it, small requests for that model
+# are refused at once (503 + Retry-After). Sending them on one call each instead (as an earlier
+# version did) spent the CPU on per-call overhead just when the model was behind: measured in an
+# open loop at 1.25x capacity, answers fell to under half of capacity and the queue grew past
+# 30 s, with no 503 at all.
+CALLERS_PER_CALL = 32
 
 
 # Nor does a small request join a queue whose oldest caller has waited this long: the model is
@@ -78,9 +80,10 @@ class _Lane:
     def __init__(self, handle: Any, limits: _Limits, max_in_flight: Callable[[], int]) -> None:
         self._handle = handle
         self._limits = limits
-        self._max_in_flight = max_in_flight
+        self.max_in_flight = max_in_flight
         self._waiting: GatherQueue[str, EmbeddingBatch] = GatherQueue()
         self._in_flight = 0
+        self.callers = 0  # waiting for, or riding in, a gathered call
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
 
@@ -95,7 +98,7 @@ class _Lane:
         return 0.0 if since is None else asyncio.get_running_loop().time() - since
 
     def _pump(self) -> None:
-        max_in_flight = self._max_in_flight()
+        max_in_flight = self.max_in_flight()
         while self._in_flight < max_in_flight and self._waiting:
             if self._in_flight and not self._gathered():
                 self._pump_later()
@@ -148,7 +151,7 @@ class EmbeddingCoalescer:
         self,
         max_in_flight: Callable[[Any], int] = lambda handle: CALLS_PER_MODEL_REPLICA,
         max_inputs_per_call: int = MAX_INPUTS_PER_CALL,
-        max_callers: int = MAX_COALESCED_CALLERS,
+        callers_per_call: int = CALLERS_PER_CALL,
         max_wait_s: float = MAX_QUEUE_WAIT_S,
         gather_window_s: float = GATHER_WINDOW_S,
         gather_inputs: int = GATHER_INPUTS,
@@ -156,29 +159,28 @@ class EmbeddingCoalescer:
         self._max_wait_s = max_wait_s
         self._max_in_flight = max_in_flight  # calls out at once, by model handle
         self._limits = _Limits(max_inputs_per_call, gather_window_s, gather_inputs)
-        self._max_callers = max_callers
+        self._callers_per_call = callers_per_call
         self._lanes: dict[int, _Lane] = {}
-        self._callers = 0  # waiting for, or riding in, a gathered call
 
     async def send(self, handle: Any, texts: list[str]) -> EmbeddingBatch:
         if len(texts) > MAX_COALESCED_INPUTS:
             # Large requests amortise their own call; the model's `max_queued_requests` bounds them.
             batch: EmbeddingBatch = await handle.embed.remote(texts)
             return batch
-        if self._callers >= self._max_callers:
-            raise CoalescerFull(f"{self._callers} small requests already wait for this model")
         lane = self._lanes.get(id(handle))
         if lane is None:
             lane = self._lanes[id(handle)] = _Lane(
                 handle, self._limits, functools.partial(self._max_in_flight, handle)
             )
+        if lane.callers >= self._callers_per_call * lane.max_in_flight():
+            raise CoalescerFull(f"{lane.callers} small requests already wait for this model")
         if lane.oldest_wait_s() > self._max_wait_s:
             raise CoalescerFull(f"small requests have waited {lane.oldest_wait_s():.1f} s")
-        self._callers += 1
+        lane.callers += 1
         try:
             return await lane.submit(texts)
         finally:
-            self._callers -= 1
+            lane.callers -= 1
 
 
 def calls_by_replicas(

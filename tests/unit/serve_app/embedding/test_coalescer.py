@@ -15,9 +15,9 @@ import pytest
 
 from deployments.contract import EmbeddingBatch
 from serve_app.embedding.coalescer import (
+    CALLERS_PER_CALL,
     CALLS_PER_MODEL_REPLICA,
     GATHER_INPUTS,
-    MAX_COALESCED_CALLERS,
     MAX_COALESCED_INPUTS,
     MAX_INPUTS_PER_CALL,
     CoalescerFull,
@@ -28,6 +28,9 @@ from serve_app.errors import Overloaded
 from serve_app.routing.backends import HandleBackend
 from serve_app.routing.replica_counts import RecentReplicaCounts, ReplicaCount
 from tests.support.fakes import FakeReplicaCounts
+
+# Small callers held for one model with one replica's calls out: four full calls.
+BOUND = CALLERS_PER_CALL * CALLS_PER_MODEL_REPLICA
 
 
 class _Method:
@@ -55,34 +58,63 @@ class BlockedHandle:
         )
 
 
-async def _overload(extra: int) -> tuple[BlockedHandle, list[EmbeddingBatch | BaseException]]:
-    coalescer = EmbeddingCoalescer()
+async def _overload(
+    extra: int, coalescer: EmbeddingCoalescer | None = None, bound: int = BOUND
+) -> tuple[BlockedHandle, list[EmbeddingBatch | BaseException]]:
+    coalescer = coalescer or EmbeddingCoalescer()
     handle = BlockedHandle()
-    texts = ["x" * (1 + i % 7) for i in range(MAX_COALESCED_CALLERS + extra)]
+    texts = ["x" * (1 + i % 7) for i in range(bound + extra)]
     tasks = [asyncio.create_task(coalescer.send(handle, [text])) for text in texts]
     for _ in range(50):  # let every request reach the coalescer
         await asyncio.sleep(0)
     refused = [task for task in tasks if task.done()]
     assert len(refused) == extra  # answered while the model is still blocked: no waiting
-    assert sum(len(call) for call in handle.calls) <= MAX_COALESCED_CALLERS
+    assert sum(len(call) for call in handle.calls) <= bound
     handle.release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     return handle, results
 
 
 def test_callers_past_one_round_of_gathered_calls_are_refused_at_once() -> None:
+    assert BOUND == 4 * MAX_INPUTS_PER_CALL
     handle, results = asyncio.run(_overload(extra=40))
     refused = [r for r in results if isinstance(r, CoalescerFull)]
     served = [r for r in results if isinstance(r, EmbeddingBatch)]
-    assert (len(refused), len(served)) == (40, MAX_COALESCED_CALLERS)
+    assert (len(refused), len(served)) == (40, BOUND)
     # No one-text calls on the side: every accepted request rode a gathered call.
-    assert sum(len(call) for call in handle.calls) == MAX_COALESCED_CALLERS
-    assert len(handle.calls) < MAX_COALESCED_CALLERS // 8
+    assert sum(len(call) for call in handle.calls) == BOUND
+    assert len(handle.calls) < BOUND // 8
+
+
+def test_the_bound_grows_with_the_calls_a_model_may_have_out() -> None:
+    # Three replicas' worth of calls: three times the callers before a refusal.
+    calls = 3 * CALLS_PER_MODEL_REPLICA
+    coalescer = EmbeddingCoalescer(max_in_flight=lambda _: calls)
+    _, results = asyncio.run(_overload(extra=40, coalescer=coalescer, bound=3 * BOUND))
+    assert sum(isinstance(r, CoalescerFull) for r in results) == 40
+    assert sum(isinstance(r, EmbeddingBatch) for r in results) == 3 * BOUND
+
+
+def test_callers_held_for_one_model_do_not_refuse_another_models() -> None:
+    async def run() -> EmbeddingBatch:
+        coalescer = EmbeddingCoalescer()
+        busy, other = BlockedHandle(), BlockedHandle()
+        held = [asyncio.create_task(coalescer.send(busy, ["x"])) for _ in range(BOUND)]
+        await _settle()
+        with pytest.raises(CoalescerFull, match="for this model"):
+            await coalescer.send(busy, ["refused"])
+        other.release.set()
+        answer = await coalescer.send(other, ["answered"])
+        busy.release.set()
+        await asyncio.gather(*held)
+        return answer
+
+    assert asyncio.run(run()).token_counts == [len("answered")]
 
 
 def test_large_requests_bypass_the_bound_to_the_models_own_queue() -> None:
     async def run() -> BlockedHandle:
-        coalescer = EmbeddingCoalescer(max_callers=0)
+        coalescer = EmbeddingCoalescer(callers_per_call=0)
         handle = BlockedHandle()
         big = asyncio.create_task(coalescer.send(handle, ["t"] * (MAX_COALESCED_INPUTS + 1)))
         await asyncio.sleep(0)
@@ -227,7 +259,7 @@ def test_large_requests_go_straight_to_the_model() -> None:
 
 
 def test_a_refusal_reaches_the_api_as_overloaded_with_retry_after() -> None:
-    backend = HandleBackend(BlockedHandle(), "m", EmbeddingCoalescer(max_callers=0))
+    backend = HandleBackend(BlockedHandle(), "m", EmbeddingCoalescer(callers_per_call=0))
     with pytest.raises(Overloaded) as refused:
         asyncio.run(backend.embed(["x"]))
     assert refused.value.status_code == 503
