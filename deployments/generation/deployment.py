@@ -47,7 +47,7 @@ _OUTCOMES_KEPT = 1024
 # Unlike the other tasks' replicas, torch's threads here keep OpenMP's default of spinning while
 # they wait (no OMP_WAIT_POLICY=PASSIVE): one decoding step is hundreds of small operations from
 # one loop thread, and passive threads sleep and wake between them. Measured on a 6-layer GPT-2
-# through the service on 2 cores, two paired runs: passive answered 15-23% fewer requests at 8
+# through the service on 2 cores, two paired runs: passive answered 13-19% fewer requests at 8
 # and 32 clients, with a quarter of the machine idle.
 @serve.deployment(
     ray_actor_options={"num_cpus": 1},
