@@ -5,11 +5,12 @@ the batch observer (own record, autoscaling stats, metrics) and the introspectio
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
@@ -27,6 +28,8 @@ from deployments.replica.observation import BatchObserver
 # It must be in the environment before torch loads, hence the replica's runtime_env. (Generation
 # replicas go without it: deployments/generation/deployment.py says why.)
 MODEL_RUNTIME_ENV = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+
+logger = logging.getLogger("ray.serve")
 
 # Forward passes are long and batch-friendly; the event loops that move requests (this replica's,
 # the ingress's, the proxy's) are short and on every request's path. On cores shared between
@@ -120,6 +123,8 @@ class ModelReplica:
         reports the replica healthy: the first pass is the slow one), and the pass merger the
         batch method submits to."""
         self._init_replica(model_name, agreement, parallel_passes=parallel_passes)
+        if (warning := spinning_threads_warning(os.environ)) is not None:
+            logger.warning(warning)
         run([warm_up])
         return self._merged_forward(run)
 
@@ -171,6 +176,21 @@ class ModelReplica:
             "replica_id": context.replica_id.unique_id,
             "niceness": {"event_loop": thread_niceness(), "forward": forward},
         }
+
+
+def spinning_threads_warning(environ: Mapping[str, str]) -> str | None:
+    """What to tell the operator where `MODEL_RUNTIME_ENV` did not reach this replica: a
+    deployment's `ray_actor_options` in the config replace the code's whole dict, runtime_env
+    included, so a config that sets `num_cpus` drops it unless it repeats it."""
+    if "OMP_WAIT_POLICY" in environ:
+        return None
+    return (
+        "OMP_WAIT_POLICY is not set in this replica, so torch's threads spin while they wait and "
+        "take the CPU the ingress and other replicas need (4x less throughput measured on shared "
+        "cores). A deployment's ray_actor_options in the config replace the code's, runtime_env "
+        "included: add runtime_env: {env_vars: {OMP_WAIT_POLICY: PASSIVE}} to them, as "
+        "serve_config.yaml does (or set it to another value on purpose to silence this)."
+    )
 
 
 def thread_niceness() -> int:
