@@ -58,9 +58,9 @@ class ForwardMerger(Generic[In, Out]):
         self._drainers: list[asyncio.Task[None]] = []
         self._running = 0  # passes on the executor's threads now
 
-    def idle(self) -> bool:
-        """No pass runs and none waits."""
-        return self._running == 0 and not self._waiting
+    def has_free_slot(self) -> bool:
+        """A batch submitted now would start a pass at once: a slot is free and none waits."""
+        return self._running < self._parallel_passes and not self._waiting
 
     async def submit(self, batch: list[Timed[In]], max_inputs: int) -> list[Out]:
         answer = self._waiting.put(batch)

@@ -74,7 +74,9 @@ class ModelReplica:
         )
         self._settings = settings or BatchSettings()
         self._observer = BatchObserver(model_name)
-        self._requests_inside = 0  # calls now in `_each`
+        self._calls_inside = 0  # calls now in `_each`
+        # Inputs handed to Serve's batch queue and not yet to a pass (ids of their Timed).
+        self._in_batch_queue: set[int] = set()
 
     def _batch_method(self) -> Any:
         """The replica's `@serve.batch` method, whose knobs `reconfigure` sets."""
@@ -93,23 +95,36 @@ class ModelReplica:
         """Submit items to the batch queue one per entry, at most `max_batch_size` at a time,
         so one large request takes turns with everyone else instead of holding the model.
 
-        A request that finds the replica idle (no other request inside, no pass running or
-        waiting) skips the batch queue and its wait: nothing could join it, so it is the next
-        pass at once (a lone one-input request waited the whole `batch_wait_timeout_s`)."""
-        self._requests_inside += 1
+        A request that finds a pass slot free, nobody in the batch queue and no more calls
+        inside than pass slots skips the queue and its `batch_wait_timeout_s`: it is the next
+        pass at once. (Skipping only on an idle replica left calls beside one running pass
+        waiting out the timeout while the other slot sat idle: 8 clients answered 7-18% fewer
+        requests. With more calls inside than slots the replica is behind, and the queue's wait
+        grows passes: skipping there too cost 128 clients about 2.5%.)"""
+        step = self._settings.max_batch_size
+        self._calls_inside += 1
         try:
-            step = self._settings.max_batch_size
-            if self._requests_inside == 1 and merger.idle() and len(items) <= step:
+            if (
+                self._calls_inside <= self._parallel_passes
+                and not self._in_batch_queue
+                and merger.has_free_slot()
+                and len(items) <= step
+            ):
                 now = time.monotonic()
-                return await self._forward(merger, [Timed(item, now) for item in items])
+                return await merger.submit([Timed(item, now) for item in items], step)
             results: list[Out] = []
             for start in range(0, len(items), step):
                 now = time.monotonic()
-                chunk = items[start : start + step]
-                results.extend(await asyncio.gather(*(submit(Timed(i, now)) for i in chunk)))
+                chunk = [Timed(item, now) for item in items[start : start + step]]
+                queued = [id(timed) for timed in chunk]
+                self._in_batch_queue.update(queued)
+                try:
+                    results.extend(await asyncio.gather(*(submit(timed) for timed in chunk)))
+                finally:  # Serve drops a cancelled caller's inputs without handing them over
+                    self._in_batch_queue.difference_update(queued)
             return results
         finally:
-            self._requests_inside -= 1
+            self._calls_inside -= 1
 
     def _start_passes(
         self,
@@ -139,7 +154,9 @@ class ModelReplica:
         )
 
     async def _forward(self, merger: ForwardMerger[In, Out], batch: list[Timed[In]]) -> list[Out]:
-        # Passes may merge several of Serve's batches, up to the replica's batch size.
+        """Serve's batch, out of its queue, to the merger; passes may merge several of Serve's
+        batches, up to the replica's batch size."""
+        self._in_batch_queue.difference_update(id(timed) for timed in batch)
         return await merger.submit(batch, self._settings.max_batch_size)
 
     def describe(self) -> dict[str, object]:
