@@ -52,17 +52,23 @@ def test_a_lone_request_is_one_pass_without_the_batch_queue() -> None:
     assert replica.passes == [[1, 2, 3]]
 
 
-def test_a_request_beside_another_takes_the_batch_queue() -> None:
-    async def two_requests(replica: DoublingReplica) -> tuple[list[int], list[int]]:
-        first = asyncio.create_task(replica.double([1]))
-        await asyncio.sleep(0.05)  # the first pass now runs, held by the gate
-        second = asyncio.create_task(replica.double([5, 6]))
-        await asyncio.sleep(0.05)
-        replica.gate.set()
-        return await first, await second
+async def _settle() -> None:
+    await asyncio.sleep(0.05)
 
+
+async def _beside_a_running_pass(replica: DoublingReplica) -> tuple[list[int], list[int]]:
+    """A request for [1], then one for [5, 6] while the first pass runs, held by the gate."""
+    first = asyncio.create_task(replica.double([1]))
+    await _settle()
+    second = asyncio.create_task(replica.double([5, 6]))
+    await _settle()
+    replica.gate.set()
+    return await first, await second
+
+
+def test_with_the_only_slot_busy_a_request_takes_the_batch_queue() -> None:
     replica = DoublingReplica()
-    assert asyncio.run(two_requests(replica)) == ([2], [10, 12])
+    assert asyncio.run(_beside_a_running_pass(replica)) == ([2], [10, 12])
     assert replica.queued == [5, 6]
     assert replica.passes[0] == [1]
 
@@ -72,10 +78,6 @@ def test_a_lone_request_larger_than_a_batch_still_takes_turns() -> None:
     replica.gate.set()
     assert asyncio.run(replica.double(list(range(6)))) == [0, 2, 4, 6, 8, 10]
     assert replica.queued == list(range(6))
-
-
-async def _settle() -> None:
-    await asyncio.sleep(0.05)
 
 
 async def _fill_both_slots(replica: DoublingReplica) -> list[asyncio.Task[list[int]]]:
@@ -89,16 +91,8 @@ async def _fill_both_slots(replica: DoublingReplica) -> list[asyncio.Task[list[i
 
 
 def test_a_request_beside_a_running_pass_starts_on_the_free_slot() -> None:
-    async def two_requests(replica: DoublingReplica) -> tuple[list[int], list[int]]:
-        first = asyncio.create_task(replica.double([1]))
-        await _settle()  # the first pass now runs, held by the gate
-        second = asyncio.create_task(replica.double([5, 6]))
-        await _settle()
-        replica.gate.set()
-        return await first, await second
-
     replica = DoublingReplica(parallel_passes=2)
-    assert asyncio.run(two_requests(replica)) == ([2], [10, 12])
+    assert asyncio.run(_beside_a_running_pass(replica)) == ([2], [10, 12])
     assert replica.queued == []
     assert sorted(replica.passes) == [[1], [5, 6]]
 
