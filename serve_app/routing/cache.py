@@ -35,6 +35,10 @@ class CachedResult:
 
 
 CacheKey = tuple[str, str]  # (model namespace: name + revision, input)
+# An entry as stored: a plain tuple of untracked objects (an array, an int), which CPython's
+# cycle collector stops tracking. A full cache holds tens of thousands of entries; stored as
+# CachedResult objects, every full collection in the ingress walked all of them.
+_Stored = tuple[npt.NDArray[np.float32], int]
 
 
 class ResultCache:
@@ -43,39 +47,39 @@ class ResultCache:
         self.used_bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[CacheKey, CachedResult] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, _Stored] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @staticmethod
-    def _size(key: CacheKey, entry: CachedResult) -> int:
-        return len(key[1].encode("utf-8")) + entry.values.nbytes + _ENTRY_OVERHEAD_BYTES
+    def _size(key: CacheKey, values: npt.NDArray[np.float32]) -> int:
+        return len(key[1].encode("utf-8")) + values.nbytes + _ENTRY_OVERHEAD_BYTES
 
     def get(self, namespace: str, key: str) -> CachedResult | None:
-        entry = self._entries.get((namespace, key))
-        if entry is None:
+        stored = self._entries.get((namespace, key))
+        if stored is None:
             self.misses += 1
             return None
         self._entries.move_to_end((namespace, key))
         self.hits += 1
-        return entry
+        return CachedResult(*stored)
 
     def put(self, namespace: str, key: str, entry: CachedResult) -> None:
         full_key = (namespace, key)
-        size = self._size(full_key, entry)
+        # Own a compact copy: a row view would keep the whole response batch alive.
+        values = np.array(entry.values, dtype=np.float32)
+        size = self._size(full_key, values)
         if size > self.max_bytes:
             return
         previous = self._entries.pop(full_key, None)
         if previous is not None:
-            self.used_bytes -= self._size(full_key, previous)
-        # Own a compact copy: a row view would keep the whole response batch alive.
-        stored = CachedResult(np.array(entry.values, dtype=np.float32), entry.token_count)
-        self._entries[full_key] = stored
+            self.used_bytes -= self._size(full_key, previous[0])
+        self._entries[full_key] = (values, int(entry.token_count))
         self.used_bytes += size
         while self.used_bytes > self.max_bytes:
-            old_key, old_entry = self._entries.popitem(last=False)
-            self.used_bytes -= self._size(old_key, old_entry)
+            old_key, (old_values, _) = self._entries.popitem(last=False)
+            self.used_bytes -= self._size(old_key, old_values)
 
 
 def cache_namespace(spec: ModelSpec) -> str:

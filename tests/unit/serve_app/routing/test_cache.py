@@ -1,4 +1,5 @@
 import asyncio
+import gc
 
 import numpy as np
 import pytest
@@ -103,3 +104,16 @@ def test_a_model_with_cache_off_is_always_asked() -> None:
     for _ in range(2):
         asyncio.run(cached.rerank(model, "q", ["a"]))
     assert backend.calls == [("q", ["a"]), ("q", ["a"])]
+
+
+def test_stored_entries_add_nothing_to_the_cycle_collectors_work() -> None:
+    # Every full collection in the ingress walks what the collector tracks; a full cache holds
+    # tens of thousands of entries.
+    cache = ResultCache(max_bytes=10_000_000)
+    gc.collect()
+    tracked_before = len(gc.get_objects())
+    for index in range(2000):
+        cache.put("m", f"text {index}", entry(float(index)))
+    gc.collect()
+    assert len(cache) == 2000
+    assert len(gc.get_objects()) - tracked_before < 100
