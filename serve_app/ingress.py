@@ -29,7 +29,7 @@ logger = logging.getLogger("ray.serve")
 
 # Python's cycle collector runs its youngest generation after this many net allocations (the
 # default is 700). At 700 it ran about 50 times a second in a loaded ingress, each time while
-# hundreds of requests were in flight, so their objects were promoted to older generations and
+# many requests were in flight, so their objects were promoted to older generations and
 # walked again by the full collections that followed: at 128 clients and in an open loop, about
 # 0.1 ms per request in collections, and full collections of 20-90 ms that stalled every request
 # in flight. At 10,000 the older generations are collected a few times a run, not hundreds.
