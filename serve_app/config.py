@@ -137,9 +137,11 @@ class ModelSpec(ModelSource):
         if self.task != "generation" and self.model_fields_set & {
             "generation_batching",
             "kv_cache_tokens",
+            "stream_interval",
         }:
             raise ValueError(
-                "generation_batching and kv_cache_tokens apply to generation models; "
+                "generation_batching, kv_cache_tokens and stream_interval apply to generation "
+                "models; "
                 f"this one's task is {self.task}"
             )
         if self.generation_batching == "static" and self.kv_cache_tokens is not None:

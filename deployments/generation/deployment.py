@@ -29,6 +29,7 @@ from deployments.contract import (
     GenerationResult,
 )
 from deployments.generation.choices import Echo, choice_jobs, choices_stream
+from deployments.generation.chunk_grouping import grouped_by_tokens
 from deployments.loading.source import ModelSource
 from deployments.replica.base import ModelReplica
 
@@ -68,6 +69,7 @@ class GenerationDeployment(ModelReplica):
         checked = load(source, max_input_tokens)
         settings = BatchSettings.model_validate(GENERATION_BATCHING)
         self._model = checked.model
+        self._stream_interval = source.stream_interval
         self._init_replica(model_name, checked.agreement, settings)
         self._outcomes: deque[GenerationOutcome] = deque(maxlen=_OUTCOMES_KEPT)
         self._scoring = self._merged_forward(self._model.score_prompts)
@@ -104,9 +106,13 @@ class GenerationDeployment(ModelReplica):
         self._batcher.check_health()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        """The request's chunks as they are generated; call with `handle.options(stream=True)`."""
-        async with aclosing(self._chunks(request, every_step=True)) as chunks:
-            async for chunk in chunks:
+        """The request's chunks as they are generated, grouped by `stream_interval` tokens; call
+        with `handle.options(stream=True)`."""
+        chunks = self._chunks(request, every_step=True)
+        if self._stream_interval > 1:
+            chunks = grouped_by_tokens(chunks, self._stream_interval)
+        async with aclosing(chunks) as grouped:
+            async for chunk in grouped:
                 yield chunk
 
     async def generate(self, request: GenerationRequest) -> list[GenerationResult]:
@@ -172,7 +178,11 @@ class GenerationDeployment(ModelReplica):
         return Echo(text, logprobs)
 
     def _batching_card(self) -> dict[str, object]:
-        return self._settings.model_dump() | self._batcher.describe()
+        return (
+            self._settings.model_dump()
+            | self._batcher.describe()
+            | {"stream_interval": self._stream_interval}
+        )
 
     def outcome(self, request_id: str) -> GenerationOutcome | None:
         """How a recent request ended on this replica (None if unknown or still running)."""

@@ -80,6 +80,15 @@ class ModelSource(BaseModel):
         "for all running requests together, reserved at start-up (default: 16, the default "
         "max_batch_size, x min(context, 2048)).",
     )
+    stream_interval: int = Field(
+        default=1,
+        ge=1,
+        description="Generation, streamed requests: completion tokens per chunk after the first. "
+        "1 sends what each decoding step made at once; N holds a choice's tokens until N more "
+        "are made (or it ends), so a stream costs about N times fewer chunks on its way out "
+        "(replica, ingress, HAProxy) and its tokens arrive in bursts of N. The first chunk is "
+        "never held.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_location(self) -> ModelSource:

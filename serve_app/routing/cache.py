@@ -85,8 +85,15 @@ class ResultCache:
 def cache_namespace(spec: ModelSpec) -> str:
     """Name and revision: everything that changes a model's outputs for the same input."""
     # How passes run (threads, TorchScript: checked equal to eager, passes grouped by length)
-    # does not change outputs.
-    placement = {"cpu_threads", "parallel_passes", "device", "torchscript", "length_grouping"}
+    # and how streams are chunked do not change outputs.
+    placement = {
+        "cpu_threads",
+        "parallel_passes",
+        "device",
+        "torchscript",
+        "length_grouping",
+        "stream_interval",
+    }
     fields = spec.source().model_dump_json(exclude=placement)
     revision = hashlib.sha256(f"{fields}|{spec.max_input_tokens}".encode()).hexdigest()[:16]
     return f"{spec.name}@{revision}"

@@ -59,6 +59,17 @@ def test_generation_batching_is_checked_where_it_applies() -> None:
     assert "'continuous' or 'static'" in str(caught.value)
 
 
+def test_stream_interval_is_a_generation_setting_of_at_least_one_token() -> None:
+    generator = {**PACKAGED, "task": "generation"}
+    assert parse_args({"models": [generator]}).models[0].source().stream_interval == 1
+    grouped = parse_args({"models": [{**generator, "stream_interval": 4}]}).models[0]
+    assert grouped.source().stream_interval == 4
+    with pytest.raises(ConfigError, match=r"models\[0\]\.stream_interval"):
+        parse_args({"models": [{**generator, "stream_interval": 0}]})
+    with pytest.raises(ConfigError, match="apply to generation models; this one's task is embed"):
+        parse_args({"models": [{**PACKAGED, "stream_interval": 4}]})
+
+
 def test_unknown_field_is_refused_with_its_name() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_args({"models": [{**PACKAGED, "devise": "cpu"}]})
@@ -202,8 +213,10 @@ def test_rerank_models_take_the_encoder_knobs_and_fall_back_to_rerank_models_onl
     with pytest.raises(ConfigError) as caught:
         parse_args({"models": [{**rerank, "fallback": "cls"}, classifier]})
     assert "a fallback must serve the same task" in str(caught.value)
-    with pytest.raises(ConfigError, match="generation_batching and kv_cache_tokens apply"):
+    with pytest.raises(ConfigError, match="generation_batching, kv_cache_tokens and stream_"):
         parse_args({"models": [{**rerank, "generation_batching": "static"}]})
+    with pytest.raises(ConfigError, match="apply to generation models; this one's task is rerank"):
+        parse_args({"models": [{**rerank, "stream_interval": 4}]})
 
 
 def slo_model(**fields: object) -> dict[str, object]:

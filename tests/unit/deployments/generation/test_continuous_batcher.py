@@ -8,6 +8,7 @@ object disturb each other. `model` is the reference, which no loop touches."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any, cast
@@ -358,6 +359,33 @@ def test_a_replica_stream_closed_early_ends_its_row_at_once(tiny_models: TinyMod
         assert replica.describe()["batching"]["mode"] == "continuous"
     finally:
         replica.__del__()
+
+
+def test_a_replica_with_a_stream_interval_streams_the_same_text_in_fewer_chunks(
+    tiny_models: TinyModels, model: GenerationModel
+) -> None:
+    from deployments.generation.deployment import GenerationDeployment
+
+    replica_class = cast(Any, GenerationDeployment).func_or_class
+    source = ModelSource(path=str(tiny_models.gpt2), device="cpu", stream_interval=4)
+    replica = replica_class("tiny", source)
+    request = GenerationRequest("grouped", prompt=PROMPTS[0], max_tokens=14, sampling=GREEDY)
+
+    async def whole_stream() -> list[GenerationChunk]:
+        return [chunk async for chunk in replica.stream(request)]
+
+    try:
+        got = asyncio.run(whole_stream())
+        assert replica.describe()["batching"]["stream_interval"] == 4
+    finally:
+        replica.__del__()
+    assert text(got) == direct_greedy(model, PROMPTS[0], 14)[0]
+    counts = [chunk.completion_tokens for chunk in got]
+    assert counts[-1] == 14
+    assert got[-1].finish_reason == "length"
+    # The first chunk at once, then at least 4 new tokens per chunk until the last.
+    assert all(later - earlier >= 4 for earlier, later in itertools.pairwise(counts[:-1]))
+    assert len(got) <= 1 + -(-(14 - counts[0]) // 4)
 
 
 def test_a_loop_that_dies_mid_request_fails_the_request_instead_of_hanging(
