@@ -28,7 +28,8 @@ async def grouped_by_tokens(
             index = chunk.index
             waiting = held.setdefault(index, [])
             waiting.append(chunk)
-            first = index not in sent_tokens
+            # Nothing is held until a completion token is out (an echoed prompt has none).
+            first = sent_tokens.get(index, 0) == 0
             grown = chunk.completion_tokens - sent_tokens.get(index, 0)
             if first or chunk.finish_reason is not None or grown >= interval:
                 sent_tokens[index] = chunk.completion_tokens

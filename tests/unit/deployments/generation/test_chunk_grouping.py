@@ -58,6 +58,13 @@ def test_interleaved_choices_are_grouped_each_on_its_own_count() -> None:
     assert by_choice == {0: [(1, None), (4, None), (6, "length")], 1: [(1, None), (3, "length")]}
 
 
+def test_an_echoed_prompt_does_not_hold_back_the_first_token() -> None:
+    echo = GenerationChunk("the prompt", prompt_tokens=5, completion_tokens=0)
+    out = regrouped([echo, *one_token_chunks(6)], 4)
+    assert [chunk.completion_tokens for chunk in out] == [0, 1, 5, 6]
+    assert out[0].text == "the prompt"
+
+
 def test_tokens_held_when_a_source_ends_without_a_finish_are_still_handed_over() -> None:
     cut = one_token_chunks(10)[:6]
     out = regrouped(cut, 4)
