@@ -28,10 +28,14 @@ async def grouped_by_tokens(
             index = chunk.index
             waiting = held.setdefault(index, [])
             waiting.append(chunk)
+            sent = sent_tokens.get(index, 0)
             # Nothing is held until a completion token is out (an echoed prompt has none).
-            first = sent_tokens.get(index, 0) == 0
-            grown = chunk.completion_tokens - sent_tokens.get(index, 0)
-            if first or chunk.finish_reason is not None or grown >= interval:
+            first = sent == 0
+            if (
+                first
+                or chunk.finish_reason is not None
+                or chunk.completion_tokens - sent >= interval
+            ):
                 sent_tokens[index] = chunk.completion_tokens
                 del held[index]
                 yield GenerationChunk.joined(waiting)
