@@ -57,12 +57,12 @@ class StaticBatcher:
         """The job's chunks, one per decoding step that produced text (`every_step` is the
         batchers' common interface: one `generate` per batch decodes every step either way)."""
         try:
+            # Read on past the finish: Serve ends this caller's stream right after it (see
+            # `_generate_batch`), and a stream left unread there leaves Serve a future whose
+            # StopAsyncIteration nobody retrieves (asyncio logs each one).
             async for chunk in self._batched(job):
-                if chunk is None:
-                    continue
-                yield chunk
-                if chunk.finish_reason is not None:
-                    return
+                if chunk is not None:
+                    yield chunk
         finally:
             job.cancel()  # no-op once finished; otherwise frees the row at the next step
 
@@ -106,11 +106,15 @@ class StaticBatcher:
         ended = [False] * len(jobs)
         while (chunks := await steps.get()) is not None:
             slots: list[BatchSlot] = []
+            finished: list[int] = []
             for index, chunk in enumerate(chunks):
                 slots.append(StopIteration if ended[index] else chunk)
-                if chunk is not None and chunk.finish_reason is not None:
+                if not ended[index] and chunk is not None and chunk.finish_reason is not None:
                     ended[index] = True
+                    finished.append(index)
             yield slots
+            if finished:  # end those callers' streams now, not a decoding step later
+                yield [StopIteration if index in finished else None for index in range(len(jobs))]
         await done  # re-raises a failed generate, which Serve hands to every caller
         # Queue wait is not tracked per job here: latency is the batch's generation time.
         self._observer.observe([started_at] * len(jobs), started_at, time.monotonic())
