@@ -3,7 +3,8 @@ completions through one of two batchers (`generation_batching`), side by side in
 
 - continuous (default, continuous_batcher.py): requests join and leave one running batch between
   decoding steps;
-- static (static_batcher.py): requests share one `generate` per `@serve.batch` batch.
+- static (static_batcher.py): requests share one `generate` per batch; the requests that arrive
+  while one runs all join the next.
 
 Either way a caller that goes away (client disconnect) frees its row at the next step and the
 rest go on. torch and transformers load in `__init__`, inside the replica: the ingress binds this
@@ -87,9 +88,13 @@ class GenerationDeployment(ModelReplica):
             )
         else:
             self._batcher = StaticBatcher(
-                self._model, self._forward_pool, self._observer, self._outcomes.append, warm_up
+                self._model,
+                self._forward_pool,
+                self._observer,
+                self._outcomes.append,
+                warm_up,
+                settings,
             )
-            self._batcher.apply(settings)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._settings = BatchSettings.model_validate({**GENERATION_BATCHING, **user_config})
