@@ -141,8 +141,7 @@ class ModelSpec(ModelSource):
         }:
             raise ValueError(
                 "generation_batching, kv_cache_tokens and stream_interval apply to generation "
-                "models; "
-                f"this one's task is {self.task}"
+                f"models; this one's task is {self.task}"
             )
         if self.generation_batching == "static" and self.kv_cache_tokens is not None:
             raise ValueError(
