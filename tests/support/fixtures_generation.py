@@ -3,10 +3,12 @@ against: shared by the tests of both batchers (import `model` with the names you
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 
-from deployments.contract import SamplingParams
+from deployments.contract import GenerationChunk, SamplingParams
 from deployments.generation.model import GenerationModel
 from deployments.loading.source import ModelSource
 from tests.support.fixtures_models import TinyModels
@@ -27,3 +29,8 @@ def direct_greedy(model: GenerationModel, prompt: str, max_tokens: int) -> tuple
         out = model.model.generate(**encoded, max_new_tokens=max_tokens, do_sample=False)
     new = out[0, encoded["input_ids"].shape[1] :]
     return str(model.tokenizer.decode(new, skip_special_tokens=True)), len(new)
+
+
+def text(chunks: Sequence[GenerationChunk]) -> str:
+    """A streamed answer's text: its chunks joined."""
+    return "".join(chunk.text for chunk in chunks)

@@ -22,7 +22,7 @@ from deployments.generation.model import GenerationModel
 from deployments.generation.progress import GenerationJob, RowProgress
 from deployments.loading.source import ModelSource
 from deployments.replica.observation import BatchObserver
-from tests.support.fixtures_generation import GREEDY, PROMPTS, direct_greedy, model
+from tests.support.fixtures_generation import GREEDY, PROMPTS, direct_greedy, model, text
 from tests.support.fixtures_models import TinyModels, tiny_models
 
 __all__ = ["model", "tiny_models"]
@@ -70,10 +70,6 @@ def job(
 
 async def chunks(engine: ContinuousBatcher, work: GenerationJob) -> list[GenerationChunk]:
     return [chunk async for chunk in engine.stream(work)]
-
-
-def text(got: list[GenerationChunk]) -> str:
-    return "".join(chunk.text for chunk in got)
 
 
 def static(model: GenerationModel, work: GenerationJob) -> list[GenerationChunk]:

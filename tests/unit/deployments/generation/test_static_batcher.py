@@ -18,7 +18,7 @@ from deployments.generation.model import GenerationModel
 from deployments.generation.progress import GenerationJob
 from deployments.generation.static_batcher import StaticBatcher
 from deployments.replica.observation import BatchObserver
-from tests.support.fixtures_generation import GREEDY, PROMPTS, direct_greedy, model
+from tests.support.fixtures_generation import GREEDY, PROMPTS, direct_greedy, model, text
 from tests.support.fixtures_models import tiny_models
 
 __all__ = ["model", "tiny_models"]
@@ -80,10 +80,6 @@ async def batches(
 
 def run(test: Callable[[], Any]) -> Any:
     return asyncio.run(test())
-
-
-def text(chunks: Sequence[GenerationChunk]) -> str:
-    return "".join(chunk.text for chunk in chunks)
 
 
 def test_rows_that_end_at_different_steps_each_get_their_own_text(model: GenerationModel) -> None:
