@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -74,9 +75,44 @@ class CeilingResult:
     own_cpu_percent: float
     measured_at: str
     device: str = "cpu"
+    # Which processor (and GPU) measured it: the same code's figures differ between machines.
+    machine: str = ""
 
     def latency_ms(self, batch_size: int) -> float | None:
         return self.latency_ms_by_batch.get(str(batch_size))
+
+
+# The flags of CPUs that run bfloat16 natively (docs/models.md, "bfloat16 on CPU").
+BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def describe_cpu(cpuinfo: str, logical_cpus: int) -> str:
+    """'<model name>, N CPUs' from /proc/cpuinfo's text, with the bfloat16 instructions the
+    CPU has, so a reader knows whether `dtype: bfloat16` would run natively there."""
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in cpuinfo.splitlines())
+        if value
+    )
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    native = [flag for flag in BFLOAT16_FLAGS if flag in flags]
+    bfloat16 = " ".join(native) if native else "none"
+    return f"{name}, {logical_cpus} CPUs, bfloat16 instructions: {bfloat16}"
+
+
+def machine_description(device: str) -> str:
+    """This machine's processor (see `describe_cpu`), and the GPU when `device` is cuda."""
+    import psutil
+
+    cpuinfo = Path("/proc/cpuinfo")
+    text = cpuinfo.read_text() if cpuinfo.is_file() else ""
+    described = describe_cpu(text, psutil.cpu_count() or 1)
+    if device == "cuda":
+        import torch
+
+        described += f"; GPU: {torch.cuda.get_device_name()}"
+    return described
 
 
 def default_model_path() -> str:
@@ -248,6 +284,7 @@ def measure(
         own_cpu_percent=own_cpu_percent,
         measured_at=datetime.now(UTC).isoformat(timespec="seconds"),
         device=device,
+        machine=machine_description(device),
     )
 
 

@@ -74,6 +74,8 @@ def ceiling_lines(ceiling: CeilingResult) -> list[str]:
         + ", AutoModel "
         + " ".join(f"{r:.0f}" for r in ceiling.automodel_window_rates),
     ]
+    if ceiling.machine:
+        lines.append(f"machine: {ceiling.machine}")
     if ceiling.parallel_passes_inputs_per_s is not None:
         lines.append(
             "for reference, AutoModel as 2 concurrent passes x 1 torch thread (a replica's "

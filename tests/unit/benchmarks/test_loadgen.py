@@ -516,6 +516,49 @@ def test_the_ceiling_report_says_where_the_ceiling_ran() -> None:
     assert gpu.startswith("ceiling (in-process, cuda, float16, batch 32): ")
 
 
+INTEL_AMX_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+
+processor\t: 1
+model name\t: Intel(R) Xeon(R) Processor
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+
+
+def test_the_machine_names_the_cpu_and_its_bfloat16_instructions() -> None:
+    from benchmarks.ceiling import describe_cpu
+
+    assert describe_cpu(INTEL_AMX_CPUINFO, 2) == (
+        "Intel(R) Xeon(R) Processor, 2 CPUs, bfloat16 instructions: amx_bf16 avx512_bf16"
+    )
+    zen4 = "model name : AMD EPYC 9R14\nflags : avx2 avx512f avx512_bf16\n"
+    assert describe_cpu(zen4, 2).endswith(
+        "AMD EPYC 9R14, 2 CPUs, bfloat16 instructions: avx512_bf16"
+    )
+    older = "model name : AMD EPYC 7R13 Processor\nflags : avx2 fma\n"
+    assert describe_cpu(older, 4).endswith("4 CPUs, bfloat16 instructions: none")
+
+
+def test_the_ceiling_report_names_the_machine_when_it_was_recorded() -> None:
+    machine = "Intel(R) Xeon(R) Processor, 2 CPUs, bfloat16 instructions: amx_bf16 avx512_bf16"
+    assert f"machine: {machine}" in report.ceiling_lines(ceiling_result(machine=machine))
+    assert not any(line.startswith("machine: ") for line in report.ceiling_lines(ceiling_result()))
+
+
+def test_a_ceiling_saved_before_the_machine_field_reads_without_one(tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from benchmarks.ceiling import load_result
+
+    fields = asdict(ceiling_result())
+    del fields["machine"]
+    path = tmp_path / "ceiling.json"
+    path.write_text(json.dumps(fields))
+    assert load_result(path).machine == ""
+
+
 def test_a_ceiling_saved_before_the_device_field_reads_as_cpu(tmp_path: Path) -> None:
     from dataclasses import asdict
 
