@@ -547,28 +547,19 @@ def test_the_ceiling_report_names_the_machine_when_it_was_recorded() -> None:
     assert not any(line.startswith("machine: ") for line in report.ceiling_lines(ceiling_result()))
 
 
-def test_a_ceiling_saved_before_the_machine_field_reads_without_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("later_field", "default"), [("device", "cpu"), ("machine", "")])
+def test_a_ceiling_saved_before_a_later_field_reads_with_its_default(
+    tmp_path: Path, later_field: str, default: str
+) -> None:
     from dataclasses import asdict
 
     from benchmarks.ceiling import load_result
 
     fields = asdict(ceiling_result())
-    del fields["machine"]
+    del fields[later_field]
     path = tmp_path / "ceiling.json"
     path.write_text(json.dumps(fields))
-    assert load_result(path).machine == ""
-
-
-def test_a_ceiling_saved_before_the_device_field_reads_as_cpu(tmp_path: Path) -> None:
-    from dataclasses import asdict
-
-    from benchmarks.ceiling import load_result
-
-    fields = asdict(ceiling_result())
-    del fields["device"]
-    path = tmp_path / "ceiling.json"
-    path.write_text(json.dumps(fields))
-    assert load_result(path).device == "cpu"
+    assert getattr(load_result(path), later_field) == default
 
 
 def test_a_streamed_load_times_the_first_text_and_the_gaps_between_texts() -> None:
