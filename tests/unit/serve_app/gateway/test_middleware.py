@@ -387,7 +387,7 @@ async def alone_then_a_pair(api: Any, path: str, body: dict[str, Any]) -> list[h
     async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
         answers = [await client.post(path, json=body) for _ in range(5)]
         first = asyncio.create_task(client.post(path, json=body))
-        await asyncio.sleep(0.02)  # the first is out, its answer 0.09 s away
+        await asyncio.sleep(0.02)  # the first is out, most of its service time still to go
         second = await client.post(path, json=body)
         answers += [await first, second]
     return answers
@@ -401,7 +401,7 @@ def test_a_predicted_miss_is_a_503_counted_apart_from_a_full_queue() -> None:
             "task": "embedding",
             "path": "/unused",
             "cache": False,
-            "slo": {"latency_ms": 100},
+            "slo": {"latency_ms": 300},
         },
     ]
     metrics = RecordingMetrics()
@@ -409,7 +409,7 @@ def test_a_predicted_miss_is_a_503_counted_apart_from_a_full_queue() -> None:
         ServedModel(
             ModelSpec.model_validate(specs[0]), FakeEmbeddingBackend(error=Overloaded("full"))
         ),
-        ServedModel(ModelSpec.model_validate(specs[1]), SlowBackend(delay_s=0.09)),
+        ServedModel(ModelSpec.model_validate(specs[1]), SlowBackend(delay_s=0.26)),
     ]
     api = build_api(
         ModelRegistry(models),
@@ -417,14 +417,15 @@ def test_a_predicted_miss_is_a_503_counted_apart_from_a_full_queue() -> None:
         metrics=cast(IngressMetrics, metrics),
         environ={},
     )
-    # Alone, a call takes 0.09 s: within the objective, but past the 0.8 of it admission keeps.
+    # Alone, a call takes 0.26 s: within the objective, but past the 0.8 of it admission keeps.
+    # 40 ms to spare, so a busy machine's slower answers still count as within it.
     answers = asyncio.run(alone_then_a_pair(api, "/v1/embeddings", {"model": "slow", "input": "x"}))
     assert [a.status_code for a in answers] == [200] * 6 + [503]
     refused = answers[-1]
     assert refused.headers["retry-after"] == "1"
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("server_error", "overloaded")
-    assert "past its objective of 100 ms" in error["message"]
+    assert "past its objective of 300 ms" in error["message"]
     counted = metrics.of("count_objective")
     assert counted[:5] == [("slow", True)] * 5
     assert [model for model, _ in counted] == ["slow"] * 6  # every answer, not the refusal
