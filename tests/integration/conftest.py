@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.fixtures_models import TinyModels, tiny_models
+
+__all__ = ["tiny_models"]
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROXY_MODE = os.environ.get("SERVE_TEST_PROXY", "haproxy")
 assert PROXY_MODE in ("haproxy", "python"), f"SERVE_TEST_PROXY={PROXY_MODE!r}: haproxy or python"
@@ -99,6 +103,39 @@ def serve_cluster() -> Iterator[ServeCluster]:
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+TINY_GPT2 = "tiny-gpt2"  # continuous batching; its chat template
+TINY_GPT2_STATIC = "tiny-gpt2-static"  # static batches; the same weights, the plain template
+TINY_GPT2_PREFIX = "/tiny-gpt2"
+
+
+@pytest.fixture(scope="package")
+def tiny_gpt2_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[str]:
+    """The tiny GPT-2 served at its defaults, under both batchers: one application for every
+    module that checks answers against the same weights run directly (client libraries,
+    logprobs), deployed once instead of once per module. Its tests only read from it."""
+    from ray import serve
+
+    from serve_app.app import build_app
+    from tests.support.serve_apps import delete_app
+
+    args = {
+        "models": [
+            {"name": TINY_GPT2, "task": "generation", "path": str(tiny_models.gpt2)},
+            {
+                "name": TINY_GPT2_STATIC,
+                "task": "generation",
+                "path": str(tiny_models.gpt2_plain),
+                "generation_batching": "static",
+            },
+        ]
+    }
+    serve.run(build_app(args), name="tiny-gpt2", route_prefix=TINY_GPT2_PREFIX)
+    try:
+        yield f"{serve_cluster.base_url}{TINY_GPT2_PREFIX}"
+    finally:
+        delete_app("tiny-gpt2")
 
 
 @pytest.fixture(scope="session", autouse=True)

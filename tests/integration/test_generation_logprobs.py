@@ -4,54 +4,28 @@ of the same weights in this process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 import torch
-from ray import serve
 
-from serve_app.app import build_app
-from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, direct, tiny_models
-from tests.support.serve_apps import delete_app
+from tests.integration.conftest import TINY_GPT2 as CONTINUOUS
+from tests.integration.conftest import TINY_GPT2_STATIC as STATIC
+from tests.support.fixtures_models import direct
 from tests.support.sse import parse_events
 
-__all__ = ["direct", "tiny_models"]
+__all__ = ["direct"]
 
-APP = "gen-logprobs"
-PREFIX = "/lp"
-CONTINUOUS = "tiny-gpt2"
-STATIC = "tiny-gpt2-static"
 BOTH = pytest.mark.parametrize("model", [CONTINUOUS, STATIC])
 TOLERANCE = 1e-4
 PROMPT = "The quick brown fox"
 
 
 @pytest.fixture(scope="module")
-def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[str]:
-    args = {
-        "models": [
-            {
-                "name": CONTINUOUS,
-                "task": "generation",
-                "path": str(tiny_models.gpt2),
-            },
-            {
-                "name": STATIC,
-                "task": "generation",
-                "path": str(tiny_models.gpt2_plain),
-                "generation_batching": "static",
-            },
-        ]
-    }
-    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
-    try:
-        yield f"{serve_cluster.base_url}{PREFIX}"
-    finally:
-        delete_app(APP)
+def base_url(tiny_gpt2_url: str) -> str:
+    return tiny_gpt2_url
 
 
 def logprobs_of(direct: tuple[Any, Any], ids: list[int]) -> torch.Tensor:

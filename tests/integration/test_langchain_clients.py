@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,29 +10,18 @@ import torch
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI, OpenAI
 from pydantic import SecretStr
-from ray import serve
 
-from serve_app.app import build_app
-from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, direct, tiny_models
-from tests.support.serve_apps import delete_app
+from tests.integration.conftest import TINY_GPT2 as MODEL
+from tests.support.fixtures_models import direct
 
-__all__ = ["direct", "tiny_models"]
+__all__ = ["direct"]
 
-APP = "langchain-gen"
-PREFIX = "/lc"
-MODEL = "tiny-gpt2"
 QUESTION = "Tell me a story."
 
 
 @pytest.fixture(scope="module")
-def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[str]:
-    args = {"models": [{"name": MODEL, "task": "generation", "path": str(tiny_models.gpt2)}]}
-    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
-    try:
-        yield f"{serve_cluster.base_url}{PREFIX}/v1"
-    finally:
-        delete_app(APP)
+def base_url(tiny_gpt2_url: str) -> str:
+    return f"{tiny_gpt2_url}/v1"
 
 
 def greedy(direct: tuple[Any, Any], text: str, max_tokens: int) -> str:

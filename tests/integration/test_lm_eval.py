@@ -6,25 +6,16 @@ weights. Tasks are defined here, on a few local JSONL rows: no hub."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
-from ray import serve
 
-from serve_app.app import build_app
-from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, tiny_models
-from tests.support.serve_apps import delete_app
+from tests.integration.conftest import TINY_GPT2 as MODEL
+from tests.support.fixtures_models import TinyModels
 
-__all__ = ["tiny_models"]
-
-APP = "lm-eval"
-PREFIX = "/lme"
-MODEL = "tiny-gpt2"
 TOLERANCE = 1e-4
 
 MC_ROWS = [
@@ -82,16 +73,6 @@ def tasks(tmp_path_factory: pytest.TempPathFactory) -> TaskManager:
     return TaskManager(include_path=str(folder))
 
 
-@pytest.fixture(scope="module")
-def base_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[str]:
-    args = {"models": [{"name": MODEL, "task": "generation", "path": str(tiny_models.gpt2)}]}
-    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
-    try:
-        yield f"{serve_cluster.base_url}{PREFIX}"
-    finally:
-        delete_app(APP)
-
-
 def evaluate(
     model: str, model_args: dict[str, Any], task: str, tasks: TaskManager, chat: bool = False
 ) -> dict[str, Any]:
@@ -119,10 +100,10 @@ def responses(results: dict[str, Any], task: str) -> list[Any]:
 
 
 def test_loglikelihood_scores_match_lm_evals_own_hf_model(
-    base_url: str, tiny_models: TinyModels, tasks: TaskManager
+    tiny_gpt2_url: str, tiny_models: TinyModels, tasks: TaskManager
 ) -> None:
     api_args = {
-        "base_url": f"{base_url}/v1/completions",
+        "base_url": f"{tiny_gpt2_url}/v1/completions",
         "model": MODEL,
         "tokenizer": str(tiny_models.gpt2),
         "tokenizer_backend": "huggingface",
@@ -145,10 +126,10 @@ def test_loglikelihood_scores_match_lm_evals_own_hf_model(
 
 
 def test_generate_until_answers_match_lm_evals_own_hf_model(
-    base_url: str, tiny_models: TinyModels, tasks: TaskManager
+    tiny_gpt2_url: str, tiny_models: TinyModels, tasks: TaskManager
 ) -> None:
     api_args = {
-        "base_url": f"{base_url}/v1/chat/completions",
+        "base_url": f"{tiny_gpt2_url}/v1/chat/completions",
         "model": MODEL,
         "max_retries": 1,
     }

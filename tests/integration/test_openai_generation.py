@@ -2,36 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
 import torch
-from ray import serve
 
-from serve_app.app import build_app
-from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, direct, tiny_models
-from tests.support.serve_apps import delete_app
+from tests.integration.conftest import TINY_GPT2 as MODEL
+from tests.support.fixtures_models import direct
 
-__all__ = ["direct", "tiny_models"]
-
-APP = "openai-gen"
-PREFIX = "/oai"
-MODEL = "tiny-gpt2"
+__all__ = ["direct"]
 
 
 @pytest.fixture(scope="module")
-def client(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Iterator[openai.OpenAI]:
-    args = {"models": [{"name": MODEL, "task": "generation", "path": str(tiny_models.gpt2)}]}
-    serve.run(build_app(args), name=APP, route_prefix=PREFIX)
-    try:
-        yield openai.OpenAI(
-            base_url=f"{serve_cluster.base_url}{PREFIX}/v1", api_key="unused", max_retries=0
-        )
-    finally:
-        delete_app(APP)
+def client(tiny_gpt2_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{tiny_gpt2_url}/v1", api_key="unused", max_retries=0)
 
 
 def greedy(direct: tuple[Any, Any], ids: list[int], max_tokens: int) -> str:
