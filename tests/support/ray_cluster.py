@@ -57,9 +57,10 @@ class RayNode:
             self.log_file.flush()
         return self.log_path.read_text(errors="replace")[-chars:]
 
-    def stop(self, grace_s: float = 5.0) -> None:
+    def stop(self, grace_s: float = 2.0) -> None:
         """SIGTERM every process of the node's session, then SIGKILL what is left (a test
-        cluster has nothing to save: waiting 20 s for a slow process cost that per cluster)."""
+        cluster has nothing to save: waiting 20 s for a slow process cost that per cluster, and
+        the GCS, the raylet and `ray start --block` outlive a SIGTERM by more than 6 s anyway)."""
         members = service_processes(self.process.pid)
         for proc in members:
             try:
