@@ -107,6 +107,7 @@ def serve_cluster() -> Iterator[ServeCluster]:
 
 TINY_GPT2 = "tiny-gpt2"  # continuous batching; its chat template
 TINY_GPT2_STATIC = "tiny-gpt2-static"  # static batches; the same weights, the plain template
+TINY_GPT2_APP = "tiny-gpt2"
 TINY_GPT2_PREFIX = "/tiny-gpt2"
 
 
@@ -131,11 +132,11 @@ def tiny_gpt2_url(serve_cluster: ServeCluster, tiny_models: TinyModels) -> Itera
             },
         ]
     }
-    serve.run(build_app(args), name="tiny-gpt2", route_prefix=TINY_GPT2_PREFIX)
+    serve.run(build_app(args), name=TINY_GPT2_APP, route_prefix=TINY_GPT2_PREFIX)
     try:
         yield f"{serve_cluster.base_url}{TINY_GPT2_PREFIX}"
     finally:
-        delete_app("tiny-gpt2")
+        delete_app(TINY_GPT2_APP)
 
 
 @pytest.fixture(scope="session", autouse=True)
