@@ -41,12 +41,10 @@ from benchmarks.stats import STATUS_TIMEOUT, RunRecord
 from serve_app.routing.backends import RETRY_LOG_MESSAGE
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import valid_classifications, valid_embeddings
-from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fixtures_models import TinyModels
 from tests.support.serve_apps import delete_app, deploy, poll, replica_details, wait_until
 from tests.support.sse import parse_events
 from tests.support.tiny_models import CLASS_LABELS
-
-__all__ = ["tiny_models"]
 
 APP = "faults"
 PREFIX = "/faults"

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import Tally, check_answer, check_error_body
-from tests.support.fixtures_models import TinyModels, tiny_cross_encoder, tiny_models
+from tests.support.fixtures_models import TinyModels, tiny_cross_encoder
 from tests.support.fuzz_requests import (
     SUPPORTED_GENERATION_OPTIONS,
     ApiShape,
@@ -34,7 +34,7 @@ from tests.support.fuzz_requests import (
 from tests.support.fuzz_values import FUZZ_SETTINGS
 from tests.support.serve_apps import delete_app, deploy
 
-__all__ = ["tiny_cross_encoder", "tiny_models"]
+__all__ = ["tiny_cross_encoder"]
 
 APP = "fuzz-service"
 PREFIX = "/fuzz"

@@ -19,11 +19,9 @@ from serve_app.gateway.client_address import CLIENT_ADDRESS_HEADER
 from serve_app.gateway.haproxy_wrapper import HEADERS_TIMEOUT_S
 from tests.integration.conftest import ServeCluster
 from tests.support.answers import check_error_body, valid_embeddings
-from tests.support.fixtures_models import TinyModels, tiny_models
+from tests.support.fixtures_models import TinyModels
 from tests.support.serve_apps import delete_app, deploy
 from tests.support.sse import parse_events
-
-__all__ = ["tiny_models"]
 
 APP = "gateway"
 PREFIX = "/gateway"

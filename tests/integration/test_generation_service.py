@@ -23,11 +23,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from serve_app.app import build_app
 from tests.integration.conftest import ServeCluster
-from tests.support.fixtures_models import TinyModels, direct, tiny_models
+from tests.support.fixtures_models import TinyModels, direct
 from tests.support.serve_apps import delete_app, poll
 from tests.support.sse import parse_event, parse_events
 
-__all__ = ["direct", "tiny_models"]
+__all__ = ["direct"]
 
 APP = "gen-service"
 PREFIX = "/gen"

@@ -23,9 +23,7 @@ from deployments.loading.quantization import (
     logits_agreement,
 )
 from deployments.loading.source import ModelSource
-from tests.support.fixtures_models import TinyModels, tiny_models
-
-__all__ = ["tiny_models"]
+from tests.support.fixtures_models import TinyModels
 
 # Measured on this project's CI machine (x86-64 CPU, bitsandbytes 0.50, torch 2.13), 8 probes;
 # each floor sits just under its measurement (see docs/models.md for the exact figures).
