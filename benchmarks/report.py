@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ceiling import CeilingResult
+from benchmarks.ceiling import LONE_CLIENT_PAUSE_S, CeilingResult
 from benchmarks.generation_ceiling import GenerationCeiling
 from benchmarks.rerank_ceiling import RerankCeiling
 from benchmarks.summary import ScenarioSummary
@@ -60,13 +60,22 @@ def rerank_ceiling_line(ceiling: RerankCeiling) -> str:
     )
 
 
+def _paused(ceiling: CeilingResult) -> str:
+    if ceiling.paused_single_ms is None:
+        return ""
+    return (
+        f"; batch 1 after {LONE_CLIENT_PAUSE_S * 1e3:.0f} ms idle (a lone client's rhythm): "
+        f"{ceiling.paused_single_ms:.1f} ms"
+    )
+
+
 def ceiling_lines(ceiling: CeilingResult) -> list[str]:
     latencies = ", ".join(f"batch {k}: {v:.1f} ms" for k, v in ceiling.latency_ms_by_batch.items())
     lines = [
         f"ceiling (in-process, {_where(ceiling)}, batch {ceiling.batch_size}): "
         f"sentence-transformers {ceiling.sentence_transformers_inputs_per_s:.0f} inputs/s, "
         f"AutoModel+mean-pool {ceiling.automodel_inputs_per_s:.0f} inputs/s",
-        f"ceiling encode latency: {latencies}",
+        f"ceiling encode latency: {latencies}" + _paused(ceiling),
         f"machine CPU busy while measuring the ceiling: {ceiling.host_cpu_percent:.0f}% "
         f"(the ceiling itself: {ceiling.own_cpu_percent:.0f}%)",
         "ceiling windows (inputs/s): sentence-transformers "

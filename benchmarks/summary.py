@@ -24,6 +24,9 @@ class Ratios:
     # prompt for completions).
     p50_vs_ceiling_latency: float | None
     p99_over_p50: float | None
+    # Single-input embeddings: p50 over one in-process `encode` called after a lone client's
+    # pause (`CeilingResult.paused_single_ms`).
+    p50_vs_paused_pass: float | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def summarize_scenario(
     rate: float | None = None
     automodel_rate: float | None = None
     latency_ms: float | None = None
+    paused_ms: float | None = None
     if isinstance(ceiling, GenerationCeiling):
         rate, latency_ms = ceiling.requests_per_s, ceiling.single_request_ms
     elif isinstance(ceiling, RerankCeiling):
@@ -128,11 +132,13 @@ def summarize_scenario(
         rate = ceiling.sentence_transformers_inputs_per_s
         automodel_rate = ceiling.automodel_inputs_per_s
         latency_ms = ceiling.latency_ms(inputs_per_request)
+        paused_ms = ceiling.paused_single_ms if inputs_per_request == 1 else None
     ratios = Ratios(
         inputs_per_s_vs_ceiling=_ratio(inputs_per_s, rate),
         inputs_per_s_vs_automodel=_ratio(inputs_per_s, automodel_rate),
         p50_vs_ceiling_latency=_ratio(p50_ms, latency_ms),
         p99_over_p50=_ratio(p99_ms, p50_ms),
+        p50_vs_paused_pass=_ratio(p50_ms, paused_ms),
     )
     cpu_ms, cpu_ms_by_role = ms_per_request(service_cpu)
     return ScenarioSummary(
@@ -188,6 +194,9 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
         else None,
         "multi_input_vs_ceiling": best_multi.ratios.inputs_per_s_vs_ceiling if best_multi else None,
         "lone_single_p50_vs_pass": lone_single.ratios.p50_vs_ceiling_latency
+        if lone_single
+        else None,
+        "lone_single_p50_vs_paused_pass": lone_single.ratios.p50_vs_paused_pass
         if lone_single
         else None,
         "lone_multi_p50_vs_encode": lone_multi.ratios.p50_vs_ceiling_latency

@@ -32,7 +32,7 @@ from benchmarks.stats import (
     summarize,
     windowed,
 )
-from benchmarks.summary import summarize_scenario
+from benchmarks.summary import headline, summarize_scenario
 from benchmarks.target import NonLoopbackTargetError, endpoint_url, require_loopback
 from tests.support.bench_results import ceiling_result
 
@@ -126,8 +126,22 @@ def test_scenario_medians_and_ratios() -> None:
     assert summary.ratios.inputs_per_s_vs_ceiling == pytest.approx(summary.inputs_per_s / 100.0)
     assert summary.ratios.inputs_per_s_vs_automodel == pytest.approx(summary.inputs_per_s / 200.0)
     assert summary.repeats == 3
+    assert summary.ratios.p50_vs_paused_pass is None  # the ceiling has no paused figure
     table = ratio_table([summary])
     assert "closed c=1" in table
+
+
+def test_a_lone_single_input_is_also_set_against_a_pass_after_a_lone_clients_pause() -> None:
+    ceiling = ceiling_result(paused_single_ms=15.0)
+    runs = [summarize(_record([(0.0, 0.03, 200), (1.0, 0.03, 200)]), 1)]
+    single = summarize_scenario("single", "closed c=1", 1, runs, ceiling)
+    multi = summarize_scenario("multi", "closed c=1", 32, runs, ceiling)
+    assert single.ratios.p50_vs_ceiling_latency == pytest.approx(3.0)  # 30 ms over 10 ms
+    assert single.ratios.p50_vs_paused_pass == pytest.approx(2.0)  # 30 ms over 15 ms
+    assert multi.ratios.p50_vs_paused_pass is None
+    top = headline([single, multi])
+    assert top["lone_single_p50_vs_pass"] == pytest.approx(3.0)
+    assert top["lone_single_p50_vs_paused_pass"] == pytest.approx(2.0)
 
 
 def test_latency_plot_is_written(tmp_path: Path) -> None:
@@ -488,6 +502,45 @@ def test_ceiling_timers_count_every_input() -> None:
     assert 1 in seen
 
 
+class VirtualClock:
+    """`time.perf_counter` and `time.sleep` of a clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now_s = 0.0
+        self.slept_s: list[float] = []
+
+    def perf_counter(self) -> float:
+        return self.now_s
+
+    def sleep(self, seconds: float) -> None:
+        self.slept_s.append(seconds)
+        self.now_s += seconds
+
+
+def test_a_paused_latency_idles_before_each_call_and_times_only_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import benchmarks.ceiling
+    from benchmarks.ceiling import median_latency_ms
+
+    clock = VirtualClock()
+    monkeypatch.setattr(benchmarks.ceiling, "time", clock)
+    calls = 0
+
+    def encode(batch: list[str]) -> None:
+        nonlocal calls
+        calls += 1
+        clock.now_s += 0.003
+
+    texts = make_texts(64, seed=0)
+    assert median_latency_ms(encode, texts, 1, pause_s=0.02) == pytest.approx(3.0)
+    assert calls - 1 == len(clock.slept_s) > 0  # every timed call, not the warm-up, after a pause
+    assert set(clock.slept_s) == {0.02}
+    clock.slept_s.clear()
+    assert median_latency_ms(encode, texts, 1) == pytest.approx(3.0)
+    assert clock.slept_s == []
+
+
 def test_config_for_port_binds_loopback(tmp_path: Path) -> None:
     import yaml
 
@@ -507,6 +560,15 @@ def test_the_ceiling_report_names_the_parallel_pass_reference_only_when_measured
     assert not any("concurrent passes" in line for line in without)
     with_it = report.ceiling_lines(ceiling_result(parallel_passes_inputs_per_s=344.4))
     assert with_it[-1].endswith("parallel_passes: 2): 344 inputs/s")
+
+
+def test_the_ceiling_report_gives_the_paused_single_input_time_only_when_measured() -> None:
+    latency = report.ceiling_lines(ceiling_result(paused_single_ms=13.04))[1]
+    assert latency == (
+        "ceiling encode latency: batch 1: 10.0 ms, batch 32: 300.0 ms; batch 1 after 5 ms idle "
+        "(a lone client's rhythm): 13.0 ms"
+    )
+    assert report.ceiling_lines(ceiling_result())[1].endswith("batch 32: 300.0 ms")
 
 
 def test_the_ceiling_report_says_where_the_ceiling_ran() -> None:
@@ -547,7 +609,9 @@ def test_the_ceiling_report_names_the_machine_when_it_was_recorded() -> None:
     assert not any(line.startswith("machine: ") for line in report.ceiling_lines(ceiling_result()))
 
 
-@pytest.mark.parametrize(("later_field", "default"), [("device", "cpu"), ("machine", "")])
+@pytest.mark.parametrize(
+    ("later_field", "default"), [("device", "cpu"), ("machine", ""), ("paused_single_ms", None)]
+)
 def test_a_ceiling_saved_before_a_later_field_reads_with_its_default(
     tmp_path: Path, later_field: str, default: str
 ) -> None:
