@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.ceiling import LONE_CLIENT_PAUSE_S, CeilingResult
+from benchmarks.ceilings import AnyCeiling, Ceilings, throughput
 from benchmarks.generation_ceiling import GenerationCeiling
 from benchmarks.rerank_ceiling import RerankCeiling
-from benchmarks.summary import ScenarioSummary
+from benchmarks.summary import ScenarioSummary, ratio
 
 
 def _jsonable(value: Any) -> Any:
@@ -93,12 +94,47 @@ def ceiling_lines(ceiling: CeilingResult) -> list[str]:
     return lines
 
 
+def _share(beside: AnyCeiling, quiet: AnyCeiling | None, unit: str) -> str:
+    share = _fmt(ratio(throughput(beside), throughput(quiet)), ".2f")
+    return f"{throughput(beside) or 0.0:.1f} {unit} ({share} of the quiet one)"
+
+
+def beside_service_lines(quiet: Ceilings, beside: Ceilings) -> list[str]:
+    """The ceilings measured again beside the idle service, each against its quiet self."""
+    lines: list[str] = []
+    if beside.embedding is not None and quiet.embedding is not None:
+        passes = beside.embedding.parallel_passes_inputs_per_s
+        quiet_passes = quiet.embedding.parallel_passes_inputs_per_s
+        lines.append(
+            "ceiling beside the idle service (its processes and Ray's up, no requests): "
+            f"sentence-transformers {_share(beside.embedding, quiet.embedding, 'inputs/s')}"
+            + (
+                ""
+                if passes is None
+                else f", 2 passes x 1 thread {passes:.0f} "
+                f"({_fmt(ratio(passes, quiet_passes), '.2f')})"
+            )
+        )
+    for batch, ceiling in beside.generation.items():
+        lines.append(
+            f"generation ceiling beside the idle service, batch {batch}: "
+            f"{_share(ceiling, quiet.generation.get(batch), 'requests/s')}"
+        )
+    if beside.rerank is not None:
+        lines.append(
+            "rerank ceiling beside the idle service: "
+            + _share(beside.rerank, quiet.rerank, "pairs/s")
+        )
+    return lines
+
+
 _COLUMNS = (
     ("scenario", 22),
     ("load", 16),
     ("req/s", 8),
     ("inputs/s", 9),
     ("x ceil", 7),
+    ("x beside", 8),
     ("p50 ms", 8),
     ("p95 ms", 8),
     ("p99 ms", 8),
@@ -112,7 +148,8 @@ _COLUMNS = (
 
 
 def ratio_table(scenarios: Sequence[ScenarioSummary]) -> str:
-    """One row per scenario; `x ceil` and `p50 x` are ratios to the ceiling.
+    """One row per scenario; `x ceil` and `p50 x` are ratios to the ceiling, `x beside` to the
+    ceiling measured beside the idle service.
 
     `gen cpu` is the load generator's share of one core; `host cpu` is the whole
     machine's busy percentage during the run (all cores); `cpu ms/req` is the CPU of all the
@@ -128,6 +165,7 @@ def ratio_table(scenarios: Sequence[ScenarioSummary]) -> str:
             f"{s.throughput_rps:.1f}",
             f"{s.inputs_per_s:.1f}",
             _fmt(s.ratios.inputs_per_s_vs_ceiling, ".2f"),
+            _fmt(s.ratios.inputs_per_s_vs_ceiling_beside_service, ".2f"),
             _fmt(s.p50_ms, ".1f"),
             _fmt(s.p95_ms, ".1f"),
             _fmt(s.p99_ms, ".1f"),

@@ -4,7 +4,8 @@
     python -m benchmarks.standard --url http://127.0.0.1:8000   # a service already up
 
 Order matters on a shared 2-core machine: the ceiling is measured first, while
-no service runs; then `serve run` is started, and the load runs follow.
+no service runs; then `serve run` is started, the ceiling is measured again beside the idle
+service (benchmarks/ceilings.py says why), and the load runs follow.
 """
 
 from __future__ import annotations
@@ -22,11 +23,9 @@ from pathlib import Path
 import psutil
 import yaml
 
-from benchmarks import ceiling as ceiling_mod
-from benchmarks import generation_ceiling, report, rerank_ceiling
-from benchmarks.ceiling import CeilingResult
+from benchmarks import report
+from benchmarks.ceilings import BESIDE_SERVICE, QUIET, Ceilings, CeilingSpec, measure_ceilings
 from benchmarks.cpu_use import CpuSnapshot, RunCpu, cpu_by_role, cpu_snapshot
-from benchmarks.generation_ceiling import GenerationCeiling
 from benchmarks.loadgen import Bounds, ClosedLoop, LoadShape, OpenLoop, Target, run_load
 from benchmarks.payloads import (
     DEFAULT_EMBEDDING_MODEL,
@@ -36,7 +35,6 @@ from benchmarks.payloads import (
     make_texts,
     rerank_bodies,
 )
-from benchmarks.rerank_ceiling import RerankCeiling
 from benchmarks.rss import (
     ProcessRss,
     sample_service_rss,
@@ -110,19 +108,17 @@ class Runner:
         self,
         base_url: str,
         plan: Plan,
-        ceiling: CeilingResult | None,
+        ceilings: Ceilings,
         headers: dict[str, str],
         progress: bool,
         service_pid: int | None = None,
-        generation_ceilings: dict[int, GenerationCeiling] | None = None,
-        rerank_ceiling: RerankCeiling | None = None,
+        beside_service: Ceilings | None = None,
     ) -> None:
         self._base_url = base_url
         self._service_pid = service_pid
         self._plan = plan
-        self._ceiling = ceiling
-        self._generation_ceilings = generation_ceilings or {}
-        self._rerank_ceiling = rerank_ceiling
+        self._ceilings = ceilings
+        self._beside_service = beside_service or Ceilings()
         self._headers = headers
         self._progress = progress
         self._runs_started = 0
@@ -158,22 +154,17 @@ class Runner:
                 service_cpu.append(RunCpu(spent, sum(map(is_ok, record.status))))
             runs.append(summarize(record, inputs_per_request, self._plan.warmup_s))
         offered = shape.rate_rps if isinstance(shape, OpenLoop) else None
-        ceiling: CeilingResult | GenerationCeiling | RerankCeiling | None = self._ceiling
-        if make_requests.kind == "completions":
-            clients = shape.concurrency if isinstance(shape, ClosedLoop) else 0
-            ceiling = self._generation_ceilings.get(clients)
-        elif make_requests.kind == "rerank":
-            ceiling = self._rerank_ceiling
         return summarize_scenario(
             name,
             _describe(shape),
             inputs_per_request,
             runs,
-            ceiling,
+            self._ceilings.for_load(make_requests.kind, shape),
             offered,
             busy,
             service_cpu,
             endpoint=make_requests.kind,
+            beside_service=self._beside_service.for_load(make_requests.kind, shape),
         )
 
     def _service_cpu(self) -> CpuSnapshot | None:
@@ -270,6 +261,24 @@ def model_directory(config_path: Path, model_name: str) -> str:
             package = importlib.import_module(model["package"])
             return str(package.get_model_path())
     raise SystemExit(f"{config_path} serves no model named {model_name!r}")
+
+
+def ceiling_spec(args: argparse.Namespace, plan: Plan) -> CeilingSpec:
+    config = Path(args.config)
+    return CeilingSpec(
+        seed=plan.seed,
+        words_per_input=plan.words_per_input,
+        batch_size=plan.ceiling_batch_size,
+        duration_s=plan.ceiling_duration_s,
+        device=args.ceiling_device,
+        torch_threads=args.ceiling_threads,
+        generation_path=model_directory(config, args.completions_model)
+        if args.completions_model
+        else None,
+        generation_batches=plan.completions_concurrencies,
+        rerank_path=model_directory(config, args.rerank_model) if args.rerank_model else None,
+        rerank_documents=plan.rerank_documents,
+    )
 
 
 def _rss(root_pid: int | None, when: str) -> RssSnapshot | None:
@@ -415,57 +424,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir: Path = args.out or RESULTS_DIR / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
-    ceiling: CeilingResult | None = None
-    if not args.skip_ceiling:
-        print("measuring the ceiling (no service running)...", file=sys.stderr)
-        ceiling = ceiling_mod.measure_in_subprocess(
-            out_dir / "ceiling.json",
-            seed=plan.seed,
-            words_per_input=plan.words_per_input,
-            batch_size=plan.ceiling_batch_size,
-            duration_s=plan.ceiling_duration_s,
-            torch_threads=args.ceiling_threads,
-            device=args.ceiling_device,
-        )
-    gen_ceilings: dict[int, GenerationCeiling] = {}
-    if args.completions_model and not args.skip_ceiling:
-        for clients in plan.completions_concurrencies:
-            print(f"measuring the generation ceiling, batch {clients}...", file=sys.stderr)
-            gen_ceilings[clients] = generation_ceiling.measure_in_subprocess(
-                out_dir / f"generation_ceiling_{clients}.json",
-                model_directory(Path(args.config), args.completions_model),
-                seed=plan.seed,
-                batch_size=clients,
-                words_per_input=plan.words_per_input,
-                duration_s=plan.ceiling_duration_s,
-                device=args.ceiling_device,
-            )
-    rerank: RerankCeiling | None = None
-    if args.rerank_model and not args.skip_ceiling:
-        print("measuring the rerank ceiling...", file=sys.stderr)
-        rerank = rerank_ceiling.measure_in_subprocess(
-            out_dir / "rerank_ceiling.json",
-            model_directory(Path(args.config), args.rerank_model),
-            seed=plan.seed,
-            batch_size=plan.ceiling_batch_size,
-            documents_per_request=plan.rerank_documents,
-            words_per_input=plan.words_per_input,
-            duration_s=plan.ceiling_duration_s,
-            device=args.ceiling_device,
-        )
+    spec = None if args.skip_ceiling else ceiling_spec(args, plan)
+    ceilings = Ceilings() if spec is None else measure_ceilings(spec, out_dir, QUIET)
+    ceiling = ceilings.embedding
+    beside_service = Ceilings()
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     started_s = time.monotonic()
     with _service(args, plan, out_dir) as (base_url, service_pid):
         rss_idle = _rss(service_pid, "idle")
+        # Only a service this run started is known to be idle here.
+        if spec is not None and not args.url:
+            beside_service = measure_ceilings(spec, out_dir, BESIDE_SERVICE)
         runner = Runner(
-            base_url,
-            plan,
-            ceiling,
-            headers,
-            not args.no_progress,
-            service_pid,
-            gen_ceilings,
-            rerank,
+            base_url, plan, ceilings, headers, not args.no_progress, service_pid, beside_service
         )
         # One short run first: lazy initialisation, autoscaling and JIT warm here.
         warm = runner.scenario(
@@ -485,8 +456,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plan": plan,
         "base_url": base_url,
         "ceiling": ceiling,
-        "generation_ceilings": list(gen_ceilings.values()),
-        "rerank_ceiling": rerank,
+        "generation_ceilings": list(ceilings.generation.values()),
+        "rerank_ceiling": ceilings.rerank,
+        "ceilings_beside_service": beside_service,
         "headline": top,
         "scenarios": scenarios,
         "rss": [s for s in (rss_idle, rss_end) if s is not None],
@@ -498,10 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     if ceiling is not None:
         print("\n".join(report.ceiling_lines(ceiling)))
-    for gen_ceiling in gen_ceilings.values():
+    for gen_ceiling in ceilings.generation.values():
         print(report.generation_ceiling_line(gen_ceiling))
-    if rerank is not None:
-        print(report.rerank_ceiling_line(rerank))
+    if ceilings.rerank is not None:
+        print(report.rerank_ceiling_line(ceilings.rerank))
+    print("\n".join(report.beside_service_lines(ceilings, beside_service)))
     print(report.ratio_table(scenarios))
     print("\n".join(report.stream_lines(scenarios)))
     print("\n".join(report.cpu_breakdown_lines(scenarios)))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from benchmarks.ceiling import CeilingResult
+from benchmarks.ceilings import AnyCeiling, throughput
 from benchmarks.cpu_use import RunCpu, ms_per_request
 from benchmarks.generation_ceiling import GenerationCeiling
 from benchmarks.rerank_ceiling import RerankCeiling
@@ -27,6 +27,9 @@ class Ratios:
     # Single-input embeddings: p50 over one in-process `encode` called after a lone client's
     # pause (`CeilingResult.paused_single_ms`).
     p50_vs_paused_pass: float | None = None
+    # Throughput over the same ceiling measured again beside the idle service: the part of
+    # the gap that the node, not the service, takes (benchmarks/ceilings.py).
+    inputs_per_s_vs_ceiling_beside_service: float | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ def _median_percentile(
     return _median_or_none([getattr(summary, field) for summary in summaries if summary])
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None where either is missing (or the denominator is 0)."""
     if numerator is None or not denominator:
         return None
     return numerator / denominator
@@ -103,11 +107,12 @@ def summarize_scenario(
     load: str,
     inputs_per_request: int,
     runs: Sequence[RunStats],
-    ceiling: CeilingResult | GenerationCeiling | RerankCeiling | None,
+    ceiling: AnyCeiling | None,
     offered_rps: float | None = None,
     system_cpu_percent: Sequence[float] = (),
     service_cpu: Sequence[RunCpu] = (),
     endpoint: str = "embeddings",
+    beside_service: AnyCeiling | None = None,
 ) -> ScenarioSummary:
     """Median of each figure over the repeats (the issue's method), then ratios."""
     if not runs:
@@ -119,26 +124,25 @@ def summarize_scenario(
     latencies = [run.latency for run in runs]
     p50_ms = _median_percentile(latencies, "p50_ms")
     p99_ms = _median_percentile(latencies, "p99_ms")
-    # The ceiling's rate, its AutoModel variant's rate and its latency for one request.
-    rate: float | None = None
+    # The ceiling's AutoModel variant's rate and its latency for one request.
     automodel_rate: float | None = None
     latency_ms: float | None = None
     paused_ms: float | None = None
     if isinstance(ceiling, GenerationCeiling):
-        rate, latency_ms = ceiling.requests_per_s, ceiling.single_request_ms
+        latency_ms = ceiling.single_request_ms
     elif isinstance(ceiling, RerankCeiling):
-        rate, latency_ms = ceiling.pairs_per_s, ceiling.request_ms
+        latency_ms = ceiling.request_ms
     elif ceiling is not None:
-        rate = ceiling.sentence_transformers_inputs_per_s
         automodel_rate = ceiling.automodel_inputs_per_s
         latency_ms = ceiling.latency_ms(inputs_per_request)
         paused_ms = ceiling.paused_single_ms if inputs_per_request == 1 else None
     ratios = Ratios(
-        inputs_per_s_vs_ceiling=_ratio(inputs_per_s, rate),
-        inputs_per_s_vs_automodel=_ratio(inputs_per_s, automodel_rate),
-        p50_vs_ceiling_latency=_ratio(p50_ms, latency_ms),
-        p99_over_p50=_ratio(p99_ms, p50_ms),
-        p50_vs_paused_pass=_ratio(p50_ms, paused_ms),
+        inputs_per_s_vs_ceiling=ratio(inputs_per_s, throughput(ceiling)),
+        inputs_per_s_vs_automodel=ratio(inputs_per_s, automodel_rate),
+        p50_vs_ceiling_latency=ratio(p50_ms, latency_ms),
+        p99_over_p50=ratio(p99_ms, p50_ms),
+        p50_vs_paused_pass=ratio(p50_ms, paused_ms),
+        inputs_per_s_vs_ceiling_beside_service=ratio(inputs_per_s, throughput(beside_service)),
     )
     cpu_ms, cpu_ms_by_role = ms_per_request(service_cpu)
     return ScenarioSummary(
@@ -167,6 +171,10 @@ def summarize_scenario(
     )
 
 
+def _beside_ratio(scenario: ScenarioSummary | None) -> float | None:
+    return scenario.ratios.inputs_per_s_vs_ceiling_beside_service if scenario else None
+
+
 def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
     """The few figures the issue tracks: best ratios and tail growth near 70% load."""
     embeddings = [s for s in scenarios if s.endpoint == "embeddings"]
@@ -192,6 +200,7 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
         "single_input_vs_ceiling": best_single.ratios.inputs_per_s_vs_ceiling
         if best_single
         else None,
+        "single_input_vs_ceiling_beside_service": _beside_ratio(best_single),
         "multi_input_vs_ceiling": best_multi.ratios.inputs_per_s_vs_ceiling if best_multi else None,
         "lone_single_p50_vs_pass": lone_single.ratios.p50_vs_ceiling_latency
         if lone_single
@@ -206,6 +215,9 @@ def headline(scenarios: Sequence[ScenarioSummary]) -> dict[str, float | None]:
         "completions_vs_ceiling": completions[0].ratios.inputs_per_s_vs_ceiling
         if completions
         else None,
+        "completions_vs_ceiling_beside_service": _beside_ratio(
+            completions[0] if completions else None
+        ),
         "rerank_vs_ceiling": max(
             (s.ratios.inputs_per_s_vs_ceiling or 0.0 for s in rerank), default=None
         ),
