@@ -351,7 +351,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="cuda: the ceiling in float16 on the GPU (with --config serve_config.gpu.yaml)",
     )
     parser.add_argument("--skip-ceiling", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="~1 minute smoke run")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about 2 minutes")
     parser.add_argument("--config", default=str(REPO_ROOT / "serve_config.yaml"))
     parser.add_argument("--port", type=int, default=None, help="port for the started service")
     parser.add_argument("--url", default=None, help="use this running service instead")
