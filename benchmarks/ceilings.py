@@ -5,9 +5,9 @@ service once it is up and idle.
 The second set tells the node's share of a gap from the service's. On the 2-core VM the idle
 service (Ray's GCS, raylet and dashboard, the Serve controller, proxy, ingress and replicas)
 woke about 2,400 times a second and used 15% of one core: every Ray worker checks for signals
-every 10 ms. That took 18-21% off a 2-thread `encode` and 25% off a 2-thread `generate` (a
-thread pre-empted in an operation leaves its partner waiting at the end of it), and 6-10% off
-1-thread passes.
+every 10 ms. Beside it a 2-thread `encode` kept 0.69-0.82 of its quiet rate and a 2-thread
+`generate` 0.69-0.81 (five runs each; a thread pre-empted in an operation leaves its partner
+waiting at the end of it), two 1-thread passes 0.85-0.90 and a 1-thread `generate` 0.94.
 """
 
 from __future__ import annotations
